@@ -1,0 +1,243 @@
+"""The inference worker: one thread that owns torch and batches the ready hops of all sessions.
+
+The event loop never runs torch. Adapters submit a :class:`HopJob` per ready hop and await its
+future; the worker takes every pending job (at most one per stream, so each stream's hops stay in
+order), groups them by hop length and runs one batched ``Talker.stream_step`` per group, which
+covers all denoising steps for all sessions in that group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+class StreamingModel(Protocol):
+    """The part of ``models.talker.Talker`` that the engine uses."""
+
+    identities: list[str]
+
+    def new_stream(self, seed: int) -> Any: ...
+    def push_audio(self, state: Any, samples_16k: np.ndarray) -> None: ...
+    def flush(self, state: Any) -> None: ...
+    def frames_available(self, state: Any) -> int: ...
+    def stream_step(self, states: list[Any], n_frames: int, identity_vectors: Any) -> np.ndarray: ...
+    def identity_vector(self, identity: str | None, audio: np.ndarray | None = None) -> Any: ...
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    torch_threads: int = 0  # 0 = all cores: one batched forward at a time uses them best
+    max_batch: int = 64  # streams per forward; more waits for the next round
+    max_wait_s: float = 0.0  # extra wait to gather a bigger batch; 0 = run as soon as work exists
+
+
+@dataclass
+class IdentityMix:
+    """Per-frame identity: embedding of ``source`` blended towards ``target`` by ``alpha``."""
+
+    source: str | None
+    target: str | None
+    alpha: np.ndarray  # (n_frames,) in [0, 1]
+
+
+@dataclass
+class HopJob:
+    stream_id: str
+    samples_16k: np.ndarray  # new audio the model consumes for this hop (may be empty)
+    n_frames: int
+    identity: IdentityMix
+    reset: bool = False  # start the model stream afresh (interrupt)
+    final: bool = False  # end of audio: pad look-ahead with silence
+    future: asyncio.Future[np.ndarray] | None = None
+    loop: asyncio.AbstractEventLoop | None = None
+    submitted_s: float = field(default_factory=time.monotonic)
+
+
+class EngineError(RuntimeError):
+    pass
+
+
+class InferenceEngine:
+    def __init__(self, model: StreamingModel, config: EngineConfig = EngineConfig()) -> None:
+        self.model = model
+        self.config = config
+        self._streams: dict[str, Any] = {}
+        self._seeds: dict[str, int] = {}
+        self._pending: deque[HopJob] = deque()
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self.batches_run = 0
+        self.jobs_run = 0
+        self.busy_s = 0.0
+        self.batch_sizes: deque[int] = deque(maxlen=256)
+
+    # ----------------------------------------------------------------------------- lifecycle
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._run, name="talker-inference", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+        for job in self._pending:
+            _resolve(job, exc=EngineError("engine stopped"))
+        self._pending.clear()
+
+    # ------------------------------------------------------------------------------- streams
+    def open_stream(self, stream_id: str, seed: int) -> None:
+        with self._cond:
+            self._seeds[stream_id] = seed
+            self._streams.pop(stream_id, None)
+
+    def close_stream(self, stream_id: str) -> None:
+        with self._cond:
+            self._seeds.pop(stream_id, None)
+            self._streams.pop(stream_id, None)
+            for job in [j for j in self._pending if j.stream_id == stream_id]:
+                self._pending.remove(job)
+                _resolve(job, exc=EngineError("stream closed"))
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self._pending)
+
+    def submit(self, job: HopJob) -> asyncio.Future[np.ndarray]:
+        """Queue a hop; the returned future resolves to (n_frames, K) coefficients."""
+        loop = asyncio.get_running_loop()
+        job.loop = loop
+        job.future = loop.create_future()
+        with self._cond:
+            if self._stopping:
+                raise EngineError("engine stopped")
+            self._pending.append(job)
+            self._cond.notify()
+        return job.future
+
+    async def call(self, fn: Any, *args: Any) -> Any:
+        """Run ``fn(model, *args)`` on the worker thread's side (e.g. identity picking)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, lambda: fn(self.model, *args))
+
+    # -------------------------------------------------------------------------------- worker
+    def _run(self) -> None:
+        import torch
+
+        threads = self.config.torch_threads or (os.cpu_count() or 1)
+        torch.set_num_threads(threads)
+        with torch.inference_mode():
+            while True:
+                batch = self._take_batch()
+                if batch is None:
+                    return
+                started = time.monotonic()
+                try:
+                    self._run_batch(batch)
+                except Exception as exc:  # noqa: BLE001 - a bad batch must not kill the worker
+                    log.exception("inference batch failed")
+                    for job in batch:
+                        _resolve(job, exc=EngineError(f"inference failed: {exc}"))
+                self.busy_s += time.monotonic() - started
+                self.batches_run += 1
+                self.jobs_run += len(batch)
+                self.batch_sizes.append(len(batch))
+
+    def _take_batch(self) -> list[HopJob] | None:
+        with self._cond:
+            while not self._pending and not self._stopping:
+                self._cond.wait()
+            if self._stopping:
+                return None
+        if self.config.max_wait_s > 0:
+            time.sleep(self.config.max_wait_s)
+        with self._cond:
+            batch: list[HopJob] = []
+            seen: set[str] = set()
+            rest: deque[HopJob] = deque()
+            while self._pending:
+                job = self._pending.popleft()
+                if job.stream_id in seen or len(batch) >= self.config.max_batch:
+                    rest.append(job)  # keeps this stream's later hops in order for next round
+                else:
+                    seen.add(job.stream_id)
+                    batch.append(job)
+            self._pending = rest
+            return batch
+
+    def _run_batch(self, batch: list[HopJob]) -> None:
+        groups: dict[int, list[HopJob]] = {}
+        for job in batch:
+            groups.setdefault(job.n_frames, []).append(job)
+        for n_frames, jobs in groups.items():
+            states = [self._prepare(job) for job in jobs]
+            identities = self._identity_batch(jobs, n_frames)
+            coeffs = self.model.stream_step(states, n_frames, identities)
+            for i, job in enumerate(jobs):
+                _resolve(job, result=np.asarray(coeffs[i], dtype=np.float32))
+
+    def _prepare(self, job: HopJob) -> Any:
+        with self._cond:
+            state = self._streams.get(job.stream_id)
+            if state is None or job.reset:
+                state = self.model.new_stream(self._seeds.get(job.stream_id, 0))
+                self._streams[job.stream_id] = state
+        if job.samples_16k.size:
+            self.model.push_audio(state, job.samples_16k)
+        if job.final:
+            self.model.flush(state)
+        available = self.model.frames_available(state)
+        if available < job.n_frames:
+            raise EngineError(
+                f"stream {job.stream_id}: hop needs {job.n_frames} frames, audio covers {available}"
+            )
+        return state
+
+    def _identity_batch(self, jobs: list[HopJob], n_frames: int) -> Any:
+        import torch
+
+        rows = []
+        for job in jobs:
+            mix = job.identity
+            src = self.model.identity_vector(mix.source)
+            dst = self.model.identity_vector(mix.target)
+            alpha = torch.as_tensor(mix.alpha, dtype=src.dtype).reshape(n_frames, 1)
+            rows.append(src.reshape(1, -1) * (1 - alpha) + dst.reshape(1, -1) * alpha)
+        return torch.stack(rows)  # (B, n_frames, D)
+
+
+def _resolve(
+    job: HopJob, result: np.ndarray | None = None, exc: BaseException | None = None
+) -> None:
+    future, loop = job.future, job.loop
+    if future is None or loop is None:
+        return
+
+    def settle() -> None:
+        if future.done():
+            return
+        if exc is not None:
+            future.set_exception(exc)
+        else:
+            future.set_result(result)  # type: ignore[arg-type]
+
+    try:
+        loop.call_soon_threadsafe(settle)
+    except RuntimeError:  # loop closed: nobody is waiting any more
+        pass

@@ -1,0 +1,102 @@
+"""WebRTC ingest: an aiortc peer that receives one audio track and feeds mono PCM to a callback.
+
+Signalling (offer/answer) travels over the session's WebSocket (DESIGN §7), so this module only
+turns an SDP offer into an answer and pumps decoded audio frames. Browsers send Opus at 48 kHz,
+usually stereo, in 20 ms frames; each frame is downmixed to mono float32 here and handed on with
+its sample rate. The session core resamples it to 16 kHz like any other input.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+import numpy as np
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+log = logging.getLogger(__name__)
+
+AudioSink = Callable[[np.ndarray, int], None]  # (mono float32 samples, sample_rate_hz)
+
+
+class WebRtcError(RuntimeError):
+    pass
+
+
+def frame_to_mono(frame: object) -> tuple[np.ndarray, int]:
+    """Decode a PyAV ``AudioFrame`` to (mono float32 in [-1, 1], sample rate)."""
+    array = frame.to_ndarray()  # type: ignore[attr-defined]
+    fmt = frame.format.name  # type: ignore[attr-defined]
+    channels = len(frame.layout.channels)  # type: ignore[attr-defined]
+    if fmt.endswith("p"):  # planar: (channels, samples)
+        samples = array.reshape(channels, -1).T
+    else:  # packed: (1, samples * channels), interleaved
+        samples = array.reshape(-1, channels)
+    if np.issubdtype(samples.dtype, np.integer):
+        scale = float(np.iinfo(samples.dtype).max) + 1.0
+        mono = samples.astype(np.float32).mean(axis=1) / scale
+    else:
+        mono = samples.astype(np.float32).mean(axis=1)
+    return mono.astype(np.float32), int(frame.sample_rate)  # type: ignore[attr-defined]
+
+
+class WebRtcIngest:
+    """One peer connection per session; receives the first audio track it is offered."""
+
+    def __init__(self, sink: AudioSink, on_ended: Callable[[], None] | None = None) -> None:
+        self._sink = sink
+        self._on_ended = on_ended
+        self._pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._got_track = False
+        self.frames_received = 0
+        self._pc.on("track", self._on_track)
+        self._pc.on("connectionstatechange", self._on_state)
+
+    @property
+    def connection_state(self) -> str:
+        return str(self._pc.connectionState)
+
+    async def accept_offer(self, sdp: str) -> str:
+        """Apply the client's offer and return the answer SDP (ICE candidates included)."""
+        try:
+            await self._pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+        except Exception as exc:  # aiortc raises ValueError and friends on bad SDP
+            raise WebRtcError(f"could not apply the SDP offer: {exc}") from exc
+        if not any(t.kind == "audio" for t in self._pc.getTransceivers()):
+            raise WebRtcError("the SDP offer has no audio track")
+        answer = await self._pc.createAnswer()
+        await self._pc.setLocalDescription(answer)
+        return str(self._pc.localDescription.sdp)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._pc.close()
+
+    def _on_track(self, track: MediaStreamTrack) -> None:
+        if track.kind != "audio" or self._got_track:
+            return
+        self._got_track = True
+        task = asyncio.get_running_loop().create_task(self._pump(track))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _pump(self, track: MediaStreamTrack) -> None:
+        try:
+            while True:
+                frame = await track.recv()
+                mono, rate = frame_to_mono(frame)
+                self.frames_received += 1
+                self._sink(mono, rate)
+        except MediaStreamError:
+            log.debug("webrtc track ended")
+        finally:
+            if self._on_ended is not None:
+                self._on_ended()
+
+    async def _on_state(self) -> None:
+        log.debug("webrtc connection state %s", self._pc.connectionState)
