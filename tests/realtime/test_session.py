@@ -1,0 +1,362 @@
+"""Session core: exact timing, hop contract, latency, bounds, drops, interrupt and identity."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from realtime.protocol import Stats, encode
+from realtime.session import HopRequest, OutFrame, Session, SessionConfig
+
+SR = 16000
+K = 2  # coefficient count of the fake model
+
+
+def s_of(k: int, fps: int = 30) -> int:
+    return k * SR // fps
+
+
+def fake_coeffs(req: HopRequest) -> np.ndarray:
+    """Coefficients that identify their frame: [frame index, 1]."""
+    frames = np.arange(req.frame_start, req.frame_start + req.n_frames, dtype=np.float32)
+    return np.stack([frames, np.ones_like(frames)], axis=1)
+
+
+def pump(session: Session, now: float, log: list[HopRequest] | None = None) -> list[OutFrame]:
+    """One worker turn with an instant model, then a drain."""
+    while reqs := session.ready_hops(now):
+        for req in reqs:
+            if log is not None:
+                log.append(req)
+            session.complete_hop(req.request_id, fake_coeffs(req), now)
+    return session.drain_frames(now)
+
+
+def stream(audio: np.ndarray, chunk: int, session: Session, realtime: bool = True,
+           log: list[HopRequest] | None = None) -> list[OutFrame]:
+    frames: list[OutFrame] = []
+    now = 0.0
+    for i in range(0, audio.size, chunk):
+        piece = audio[i : i + chunk]
+        now = (i + piece.size) / SR if realtime else 0.0
+        session.feed_audio(piece, now)
+        frames += pump(session, now, log)
+    session.end(now)
+    frames += pump(session, now, log)
+    return frames
+
+
+def noise(seconds: float, seed: int = 0) -> np.ndarray:
+    n = round(seconds * SR)
+    return np.random.default_rng(seed).uniform(-1, 1, n).astype(np.float32)
+
+
+# ------------------------------------------------------------------ counts and timing
+
+
+@pytest.mark.parametrize("seconds", [0.0, 0.05, 0.37, 1.0, 2.5, 3.01])
+def test_frame_count_seq_and_t(seconds: float) -> None:
+    session = Session()
+    frames = stream(noise(seconds), 320, session)
+    assert len(frames) == math.ceil(round(seconds * SR) * 30 / SR)
+    assert abs(len(frames) - round(seconds * 30)) <= 3
+    assert [f.seq for f in frames] == list(range(len(frames)))
+    assert all(f.t == f.seq / 30 for f in frames)
+    assert [f.coeffs[0] for f in frames] == [float(f.seq) for f in frames]
+    assert session.finished and session.dropped_frames == 0
+
+
+def test_hop_ready_exactly_when_lookahead_arrived() -> None:
+    session = Session(SessionConfig(lookahead_s=0.1))
+    need0 = s_of(2) + 1600 + 1  # last frame's sample + look-ahead, inclusive
+    session.feed_audio(np.zeros(need0 - 1, np.float32), 0.0)
+    assert session.ready_hops(0.0) == []
+    session.feed_audio(np.zeros(1, np.float32), 0.1)
+    (req,) = session.ready_hops(0.1)
+    assert (req.frame_start, req.n_frames, req.sample_start) == (0, 3, 0)
+    assert req.samples.size == need0 and req.reset_state and req.padding_samples == 0
+    session.feed_audio(np.zeros(1599, np.float32), 0.2)
+    assert session.ready_hops(0.2) == []  # one request in flight at most
+    session.complete_hop(req.request_id, fake_coeffs(req), 0.2)
+    assert session.ready_hops(0.2) == []
+    session.feed_audio(np.zeros(1, np.float32), 0.3)
+    (req2,) = session.ready_hops(0.3)
+    assert (req2.frame_start, req2.sample_start, req2.samples.size) == (3, need0, 1600)
+    assert not req2.reset_state
+
+
+def test_end_pads_last_partial_hop() -> None:
+    session = Session()
+    log: list[HopRequest] = []
+    stream(noise(0.25), 4000, session, log=log)  # 4000 samples -> ceil(7.5) = 8 frames
+    last = log[-1]
+    assert (last.frame_start, last.n_frames) == (6, 2)
+    need = s_of(7) + 1600 + 1
+    assert last.sample_start + last.samples.size == need
+    # the look-ahead of the last two hops lies past the end: both are padded with zeros
+    assert [r.padding_samples for r in log] == [0, s_of(5) + 1601 - 4000, need - s_of(5) - 1601]
+    assert not last.samples.any()
+
+
+def test_end_without_audio_finishes_at_once() -> None:
+    session = Session()
+    session.end(0.0)
+    assert session.ready_hops(0.0) == [] and session.finished
+    with pytest.raises(ValueError):
+        session.feed_audio(np.zeros(10, np.float32), 0.1)
+
+
+@pytest.mark.parametrize("lookahead_s", [0.0, 0.1, 0.35])
+def test_chunk_invariance_of_hop_samples(lookahead_s: float) -> None:
+    audio = noise(2.3, seed=1)
+    results = []
+    for chunk in (160, 16000, 777):
+        log: list[HopRequest] = []
+        session = Session(SessionConfig(lookahead_s=lookahead_s, stale_window_s=math.inf))
+        stream(audio, chunk, session, log=log)
+        results.append(log)
+    ref = results[0]
+    handed = np.concatenate([r.samples for r in ref])
+    padding = sum(r.padding_samples for r in ref)
+    # everything up to the last frame's sample + look-ahead, once, in order, zero-padded
+    n_frames = math.ceil(audio.size * 30 / SR)
+    assert handed.size == s_of(n_frames - 1) + round(lookahead_s * SR) + 1
+    padded = np.concatenate([audio, np.zeros(padding, np.float32)])
+    np.testing.assert_array_equal(handed, padded[: handed.size])
+    starts = np.cumsum([0] + [r.samples.size for r in ref])[:-1]
+    assert [r.sample_start for r in ref] == list(starts)
+    for log in results[1:]:
+        assert [(r.frame_start, r.n_frames) for r in log] == [
+            (r.frame_start, r.n_frames) for r in ref]
+        np.testing.assert_array_equal(np.concatenate([r.samples for r in log]), handed)
+
+
+# ------------------------------------------------------------------ latency
+
+
+def test_latency_exact_for_scripted_arrivals() -> None:
+    """Audio arrives in 100 ms chunks at the end of each chunk; frames are sent 5 ms later."""
+    session = Session(SessionConfig(lookahead_s=0.1))
+    frames: list[tuple[OutFrame, float]] = []
+    for i in range(20):
+        arrive = 0.1 * (i + 1)
+        session.feed_audio(np.zeros(1600, np.float32), arrive)
+        for req in session.ready_hops(arrive):
+            session.complete_hop(req.request_id, fake_coeffs(req), arrive + 0.003)
+        frames += [(f, arrive + 0.005) for f in session.drain_frames(arrive + 0.005)]
+    assert [f.seq for f, _ in frames] == list(range(len(frames)))
+    for frame, sent_at in frames:
+        arrived = 0.1 * (s_of(frame.seq) // 1600 + 1)
+        assert frame.latency_ms == pytest.approx((sent_at - arrived) * 1000, abs=1e-9)
+    # 100 ms chunks, 100 ms look-ahead: hop 0 (sample 0 came at 0.1 s) goes out at 0.205 s
+    assert frames[0][0].latency_ms == pytest.approx(105.0)
+    stats = session.stats(2.005)
+    assert stats["frames_sent"] == len(frames)
+    assert stats["latency_p50_ms"] == pytest.approx(
+        float(np.percentile([f.latency_ms for f, _ in frames], 50)))
+    assert stats["audio_received_s"] == pytest.approx(2.0)
+    encode(Stats(**stats))  # the dict is exactly the stats message
+
+
+# ------------------------------------------------------------------ bounds and drops
+
+
+def test_queue_bounded_for_a_client_that_never_reads() -> None:
+    config = SessionConfig(max_pending_frames=10)
+    session = Session(config)
+    generated = 0
+    for i in range(50):  # 5 s in 100 ms chunks
+        now = 0.1 * (i + 1)
+        session.feed_audio(np.zeros(1600, np.float32), now)
+        for req in session.ready_hops(now):
+            session.complete_hop(req.request_id, fake_coeffs(req), now)
+            generated += req.n_frames
+        assert session.queue_depth <= 10
+        assert session.arrival_log_len <= 10  # frames covered by buffered audio only
+        assert session.buffered_samples <= 1600 + 1600 + 534
+    assert session.dropped_frames == generated - 10
+    frames = session.drain_frames(5.0)
+    assert [f.seq for f in frames] == list(range(generated - 10, generated))
+    assert session.stats(5.0)["dropped_frames"] == generated - 10
+
+
+def test_stalled_worker_skips_stale_hops_with_bounded_audio() -> None:
+    config = SessionConfig(stale_window_s=0.5)
+    session = Session(config)
+    first: HopRequest | None = None
+    for i in range(100):  # 10 s in real time, worker stuck on the first request
+        now = 0.1 * (i + 1)
+        session.feed_audio(np.zeros(1600, np.float32), now)
+        reqs = session.ready_hops(now)
+        if first is None and reqs:
+            first = reqs[0]
+        else:
+            assert reqs == []
+        assert session.buffered_samples <= (0.5 + 0.1 + 0.2) * SR
+        assert session.arrival_log_len <= 30
+    assert first is not None and session.skipped_hops > 0
+    assert session.dropped_frames == 3 * session.skipped_hops
+    # the worker comes back: skipped frames are a counted gap, the next hop resets state
+    session.complete_hop(first.request_id, fake_coeffs(first), 10.0)
+    (nxt,) = session.ready_hops(10.0)
+    assert nxt.reset_state and nxt.sample_start == s_of(nxt.frame_start)
+    arrived = 0.1 * (nxt.sample_start // 1600 + 1)
+    assert 10.0 - arrived <= 0.5 + 1e-9  # its first frame's audio is not stale
+    session.complete_hop(nxt.request_id, fake_coeffs(nxt), 10.0)
+    seqs = [f.seq for f in session.drain_frames(10.0)]
+    assert seqs == [0, 1, 2] + list(range(nxt.frame_start, nxt.frame_start + 3))
+    assert nxt.frame_start - 3 == session.dropped_frames
+
+
+def test_no_skipping_when_disabled() -> None:
+    session = Session(SessionConfig(stale_window_s=math.inf))
+    session.feed_audio(noise(3.0), 0.0)
+    frames = pump(session, 100.0)
+    assert [f.seq for f in frames] == list(range(len(frames))) and session.skipped_hops == 0
+
+
+# ------------------------------------------------------------------ interrupt
+
+
+def test_interrupt_drops_pending_audio_and_eases_to_zero() -> None:
+    config = SessionConfig(interrupt_ease_frames=6, stale_window_s=math.inf)
+    session = Session(config)
+    log: list[HopRequest] = []
+    session.feed_audio(noise(1.0), 1.0)
+    before = pump(session, 1.0, log)
+    session.feed_audio(noise(0.5, seed=5), 1.5)  # pending audio, never processed
+    next_frame = before[-1].seq + 1
+    session.interrupt(1.5)
+    eased = session.drain_frames(1.5)  # synthesised at once: nothing was in flight
+    assert [f.seq for f in eased] == list(range(next_frame, next_frame + 6))
+    last = before[-1].coeffs
+    for j, frame in enumerate(eased):
+        np.testing.assert_allclose(frame.coeffs, last * (1 - (j + 1) / 6), atol=1e-6)
+    assert not eased[-1].coeffs.any()
+    assert session.ready_hops(1.5) == []  # the pending audio is gone
+    fresh = noise(0.3, seed=9)
+    session.feed_audio(fresh, 1.8)
+    (req,) = session.ready_hops(1.8)
+    assert req.reset_state and req.frame_start == next_frame + 6
+    assert req.sample_start == s_of(next_frame + 6)
+    np.testing.assert_array_equal(req.samples, fresh[: req.samples.size])
+    session.complete_hop(req.request_id, fake_coeffs(req), 1.8)
+    after = session.drain_frames(1.8)
+    assert after[0].seq == next_frame + 6 and after[0].coeffs[1] == 1.0  # full gain again
+    assert after[0].latency_ms == pytest.approx(0.0)
+    assert session.dropped_frames == 0
+
+
+def test_interrupt_eases_in_flight_hop_then_synthesises() -> None:
+    config = SessionConfig(interrupt_ease_frames=4, lookahead_s=0.0)
+    session = Session(config)
+    session.feed_audio(np.zeros(2000, np.float32), 0.0)
+    (req,) = session.ready_hops(0.0)
+    session.interrupt(0.01)
+    assert session.drain_frames(0.01) == []  # waits for the in-flight frames
+    session.complete_hop(req.request_id, np.ones((3, K), np.float32), 0.02)
+    frames = session.drain_frames(0.02)
+    assert [f.seq for f in frames] == [0, 1, 2, 3]
+    assert [float(f.coeffs[0]) for f in frames] == [0.75, 0.5, 0.25, 0.0]
+    assert frames[3].latency_ms == pytest.approx(10.0)  # synthesised: counted from interrupt
+    session.end(0.03)
+    assert session.ready_hops(0.03) == [] and session.finished
+
+
+def test_interrupt_before_any_frame_is_harmless() -> None:
+    session = Session()
+    session.feed_audio(noise(0.5), 0.0)
+    session.interrupt(0.0)
+    session.end(0.0)
+    assert session.ready_hops(0.0) == [] and session.drain_frames(0.0) == []
+    assert session.finished
+
+
+# ------------------------------------------------------------------ identity
+
+
+def test_identity_blend_ramps_over_configured_frames() -> None:
+    session = Session(SessionConfig(identity_blend_frames=6, stale_window_s=math.inf), "a")
+    log: list[HopRequest] = []
+    session.feed_audio(noise(0.5), 0.0)
+    pump(session, 0.0, log)
+    session.feed_audio(noise(1.0), 0.5)  # buffered: the switch overtakes it
+    switch_frame = log[-1].frame_start + log[-1].n_frames
+    session.set_identity("b", 0.5)
+    assert session.identity == "b"
+    pump(session, 0.5, log)
+    blends = [b for r in log for b in r.identity]
+    assert all(b == blends[0] for b in blends[:switch_frame])
+    assert (blends[0].from_identity, blends[0].to_identity, blends[0].alpha) == ("a", "a", 1.0)
+    ramp = blends[switch_frame : switch_frame + 6]
+    assert [b.alpha for b in ramp] == pytest.approx([1 / 6, 2 / 6, 3 / 6, 4 / 6, 5 / 6, 1.0])
+    assert all(b.from_identity == "a" and b.to_identity == "b" for b in ramp[:-1])
+    assert all((b.from_identity, b.to_identity, b.alpha) == ("b", "b", 1.0)
+               for b in blends[switch_frame + 5 :])
+
+
+def test_identity_switch_mid_blend_starts_from_dominant() -> None:
+    session = Session(SessionConfig(identity_blend_frames=30, lookahead_s=0.0), "a")
+    session.set_identity("b", 0.0)
+    session.feed_audio(np.zeros(SR, np.float32), 0.0)
+    log: list[HopRequest] = []
+    pump(session, 0.0, log)  # 30 frames: alpha reaches 29/30 then 1 at frame 29
+    session.set_identity("c", 1.0)
+    session.feed_audio(np.zeros(1600, np.float32), 1.0)
+    pump(session, 1.0, log)
+    assert log[-1].identity[0].from_identity == "b"
+    session.set_identity("c", 1.0)  # same target again: no restart
+    assert session.identity == "c"
+
+
+# ------------------------------------------------------------------ contract errors
+
+
+def test_complete_hop_checks() -> None:
+    session = Session()
+    session.feed_audio(np.zeros(SR, np.float32), 0.0)
+    (req,) = session.ready_hops(0.0)
+    with pytest.raises(ValueError, match="shape"):
+        session.complete_hop(req.request_id, np.zeros((2, K)), 0.0)
+    with pytest.raises(ValueError, match="finite"):
+        session.complete_hop(req.request_id, np.full((3, K), np.nan), 0.0)
+    session.complete_hop(req.request_id, np.zeros((3, K)), 0.0)
+    with pytest.raises(ValueError, match="unknown"):
+        session.complete_hop(req.request_id, np.zeros((3, K)), 0.0)
+    with pytest.raises(ValueError):
+        SessionConfig(hop_frames=0)
+
+
+# ------------------------------------------------------------------ properties
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.integers(1, 6000), min_size=1, max_size=15),
+    st.lists(st.booleans(), min_size=1, max_size=15),
+    st.integers(1, 4),
+)
+def test_any_chunking_and_schedule_gives_every_frame_once(
+    chunks: list[int], pumps: list[bool], in_flight: int
+) -> None:
+    session = Session(SessionConfig(stale_window_s=math.inf, max_in_flight_hops=in_flight))
+    frames: list[OutFrame] = []
+    pending: list[HopRequest] = []
+    for i, n in enumerate(chunks):
+        session.feed_audio(np.zeros(n, np.float32), float(i))
+        pending += session.ready_hops(float(i))
+        if pumps[i % len(pumps)] and pending:
+            for req in pending:
+                session.complete_hop(req.request_id, fake_coeffs(req), float(i))
+            pending = []
+            frames += session.drain_frames(float(i))
+    session.end(99.0)
+    for req in pending:
+        session.complete_hop(req.request_id, fake_coeffs(req), 99.0)
+    frames += pump(session, 99.0)
+    assert [f.seq for f in frames] == list(range(math.ceil(sum(chunks) * 30 / SR)))
+    assert session.finished and session.arrival_log_len == 0 and session.buffered_samples == 0
