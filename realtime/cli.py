@@ -58,6 +58,124 @@ def _add_corpus(sub: argparse._SubParsersAction) -> None:
     pv.set_defaults(func=_cmd_corpus_preview)
 
 
+# ----------------------------------------------------------------------------------- serving
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "models" / "weights" / "default.safetensors"
+
+
+def load_model(checkpoint: str | None, random_model: bool = False):  # -> models.talker.Talker
+    """The checkpoint named, else the shipped default; ``random_model``: an untrained model of
+    the real class (for development before weights exist; it says so in /health)."""
+    from models.talker import Talker
+
+    if random_model:
+        from models.random_model import random_talker
+
+        return random_talker()
+    path = Path(checkpoint) if checkpoint else DEFAULT_CHECKPOINT
+    if not path.is_file():
+        hint = "pass --checkpoint PATH" if checkpoint else "run `make train-default` or pass --checkpoint"
+        raise CliError(f"model checkpoint {path} not found; {hint}")
+    return Talker.from_checkpoint(path)
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from realtime.server import ServerConfig, TalkerServer
+
+    model = load_model(args.checkpoint, args.random_model)
+    config = ServerConfig(
+        host=args.host, port=args.port, token=args.token, max_sessions=args.max_sessions,
+        allow_origins=tuple(args.allow_origin or ()), idle_timeout_s=args.idle_timeout,
+        seed=args.seed,
+    )
+    server = TalkerServer(model, config)
+    print(f"diffusion-talker: open http://{args.host}:{args.port}/ in a browser", flush=True)
+    asyncio.run(server.serve_forever())
+    return 0
+
+
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="serve the viewer and the /ws protocol v1 endpoint")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--checkpoint", help="model .safetensors (default: the shipped model)")
+    p.add_argument("--random-model", action="store_true",
+                   help="serve an untrained model of the real class (development only)")
+    p.add_argument("--token", help="require this token in every hello (close 1008 otherwise)")
+    p.add_argument("--max-sessions", type=_positive_int, default=32)
+    p.add_argument("--allow-origin", action="append", metavar="ORIGIN",
+                   help="browser origin allowed to connect (repeatable; '*' = any). "
+                        "Default: the page's own origin and non-browser clients")
+    p.add_argument("--idle-timeout", type=float, default=30.0, help="seconds without a message")
+    p.add_argument("--seed", type=int, default=0, help="base seed of per-session noise")
+    p.set_defaults(func=_cmd_serve)
+
+
+# ----------------------------------------------------------------------------------- clients
+def _print_summary(summary: dict) -> None:
+    s, c = summary["server_latency_ms"], summary["client_latency_ms"]
+    print(f"frames {summary['frames']} (server end: {summary['end_frames']}), "
+          f"gaps {summary['gaps']}, dropped {summary['dropped_frames']}, fps {summary['fps']}")
+    print(f"motion latency server p50/p95/p99 {s['p50']}/{s['p95']}/{s['p99']} ms; "
+          f"client p50/p95/p99 {c['p50']}/{c['p95']}/{c['p99']} ms")
+
+
+def _cmd_stream(args: argparse.Namespace) -> int:
+    import asyncio
+    import json
+
+    from realtime.client import StreamOptions, read_wav, stream_file
+
+    audio, rate = read_wav(Path(args.input))
+    options = StreamOptions(identity=args.identity, realtime=not args.fast, token=args.token,
+                            format=args.format, weights=args.weights)
+    result = asyncio.run(stream_file(args.url, audio, rate, options))
+    summary = result.summary()
+    _print_summary(summary)
+    if args.out:
+        result.save_npz(Path(args.out))
+        print(f"frames saved to {args.out}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(summary, indent=1))
+    return 0
+
+
+def _add_stream(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("stream", help="stream a WAV file to a server as a real-time microphone")
+    p.add_argument("input", help="WAV file (8-48 kHz, any channel count)")
+    p.add_argument("--url", default="ws://127.0.0.1:8765/ws")
+    p.add_argument("--identity", help="talking style name, or 'auto'")
+    p.add_argument("--fast", action="store_true", help="send as fast as possible, not paced")
+    p.add_argument("--token")
+    p.add_argument("--format", choices=("f16", "f32"), default="f16")
+    p.add_argument("--weights", action="store_true", help="also ask for ARKit weights")
+    p.add_argument("--out", help="save frames to this .npz")
+    p.add_argument("--json", help="write the latency summary to this JSON file")
+    p.set_defaults(func=_cmd_stream)
+
+
+def _cmd_mic(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from realtime.mic import run_mic
+
+    summary = asyncio.run(run_mic(args.url, identity=args.identity, token=args.token,
+                                  seconds=args.seconds, device=args.device))
+    _print_summary(summary)
+    return 0
+
+
+def _add_mic(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("mic", help="stream the live microphone (sounddevice) to a server")
+    p.add_argument("--url", default="ws://127.0.0.1:8765/ws")
+    p.add_argument("--identity", help="talking style name, or 'auto'")
+    p.add_argument("--token")
+    p.add_argument("--device", help="input device name or index (default: the system default)")
+    p.add_argument("--seconds", type=float, default=0.0, help="stop after this long (0 = Ctrl-C)")
+    p.set_defaults(func=_cmd_mic)
+
+
 # --------------------------------------------------------------------------------------- default
 def _cmd_run_default(args: argparse.Namespace) -> int:
     """What ``make run`` starts."""
@@ -80,7 +198,9 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
-    adders: list[Callable[[argparse._SubParsersAction], None]] = [_add_corpus]
+    adders: list[Callable[[argparse._SubParsersAction], None]] = [
+        _add_serve, _add_stream, _add_mic, _add_corpus,
+    ]
     for add in adders:
         add(sub)
     p = sub.add_parser("run-default", help="what `make run` starts")

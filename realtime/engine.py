@@ -21,6 +21,8 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
+MEAN_IDENTITY = "mean"  # the average learned identity: used before "auto" has picked one
+
 
 class StreamingModel(Protocol):
     """The part of ``models.talker.Talker`` that the engine uses."""
@@ -74,6 +76,7 @@ class InferenceEngine:
         self.config = config
         self._streams: dict[str, Any] = {}
         self._seeds: dict[str, int] = {}
+        self._flushed: set[str] = set()  # streams whose audio has ended (look-ahead padded)
         self._pending: deque[HopJob] = deque()
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -111,6 +114,7 @@ class InferenceEngine:
         with self._cond:
             self._seeds.pop(stream_id, None)
             self._streams.pop(stream_id, None)
+            self._flushed.discard(stream_id)
             for job in [j for j in self._pending if j.stream_id == stream_id]:
                 self._pending.remove(job)
                 _resolve(job, exc=EngineError("stream closed"))
@@ -198,10 +202,13 @@ class InferenceEngine:
             if state is None or job.reset:
                 state = self.model.new_stream(self._seeds.get(job.stream_id, 0))
                 self._streams[job.stream_id] = state
-        if job.samples_16k.size:
+                self._flushed.discard(job.stream_id)
+        flushed = job.stream_id in self._flushed
+        if job.samples_16k.size and not flushed:
             self.model.push_audio(state, job.samples_16k)
-        if job.final:
+        if job.final and not flushed:
             self.model.flush(state)
+            self._flushed.add(job.stream_id)
         available = self.model.frames_available(state)
         if available < job.n_frames:
             raise EngineError(
@@ -215,11 +222,15 @@ class InferenceEngine:
         rows = []
         for job in jobs:
             mix = job.identity
-            src = self.model.identity_vector(mix.source)
-            dst = self.model.identity_vector(mix.target)
+            src = self.model.identity_vector(_name(mix.source))
+            dst = self.model.identity_vector(_name(mix.target))
             alpha = torch.as_tensor(mix.alpha, dtype=src.dtype).reshape(n_frames, 1)
             rows.append(src.reshape(1, -1) * (1 - alpha) + dst.reshape(1, -1) * alpha)
         return torch.stack(rows)  # (B, n_frames, D)
+
+
+def _name(identity: str | None) -> str | None:
+    return None if identity in (None, MEAN_IDENTITY) else identity
 
 
 def _resolve(

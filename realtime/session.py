@@ -35,8 +35,10 @@ Drop policy (DESIGN §6) -- the only places where data is discarded:
     1. Audio in is never dropped on arrival and the buffer has no cap of its own; received
        audio leaves the session only inside a hop request, a skipped hop, or an ``interrupt``.
     2. Stale hops: before issuing requests (in :meth:`feed_audio` and :meth:`ready_hops`), the
-       next hop is skipped while it is ready and its first frame's audio arrived more than
-       ``stale_window_s`` ago. A skipped hop is never generated: its frames are not sent (a gap
+       next hop is skipped while it is ready and its first frame is more than
+       ``stale_window_s`` overdue. A frame is due when its audio arrived, or, when the client
+       sends faster than real time (a file), when that audio would have arrived in real time
+       (first arrival + t_k): a fast sender is served at least at real-time pace, not skipped. A skipped hop is never generated: its frames are not sent (a gap
        in ``seq``), each counts in ``dropped_frames``, the hop in ``skipped_hops``, and the next
        request has ``reset_state=True``. This bounds buffered audio to about ``stale_window_s``
        plus one hop and look-ahead when the worker falls behind or stalls.
@@ -229,6 +231,7 @@ class Session:
         # kept from F on (requested frames carry theirs in the plan): bounded by the buffer.
         self._arrivals: deque[float] = deque()
         self._arr_base = 0
+        self._first_arrival: float | None = None  # when the first sample arrived
         # identity blend
         self._id_from = identity
         self._id_to = identity
@@ -262,6 +265,12 @@ class Session:
     def _arrival(self, frame: int) -> float:
         return self._arrivals[frame - self._arr_base]
 
+    def _due(self, frame: int) -> float:
+        """When frame ``frame`` is due: its audio's arrival, or, for a sender ahead of real
+        time (a file sent fast), the time that audio would have arrived from a live source."""
+        first = self._first_arrival if self._first_arrival is not None else 0.0
+        return max(self._arrival(frame), first + frame / self.config.fps)
+
     def _prune_arrivals(self) -> None:
         while self._arrivals and self._arr_base < self._next_frame:
             self._arrivals.popleft()
@@ -286,6 +295,8 @@ class Session:
         x = np.asarray(samples_16k, dtype=np.float32)
         if x.ndim != 1:
             raise ValueError(f"samples_16k must be 1-D, got shape {x.shape}")
+        if self._first_arrival is None and x.size:
+            self._first_arrival = now
         self._audio_in += x.size
         self._buf = np.concatenate([self._buf, x])
         self._received += x.size
@@ -346,7 +357,7 @@ class Session:
             hop = self._next_hop()
             if hop is None or not hop[2]:
                 break
-            if now - self._arrival(self._next_frame) <= self.config.stale_window_s:
+            if now - self._due(self._next_frame) <= self.config.stale_window_s:
                 break
             n = hop[0]
             self._plan.append(_PlanItem("skip", self._next_frame, n))

@@ -1,0 +1,78 @@
+"""The denoiser: a GRU over motion frames that predicts the clean coefficients x0 of every frame.
+
+Per frame k it reads [noisy coefficients x_t[k], audio feature a[k], timestep embedding, identity]
+and carries a hidden state from frame k-1: it is *causal in motion*. All future context comes from
+the audio encoder's bounded look-ahead. This is what makes streaming cheap and exact (DESIGN §6):
+for every sampling step the stream keeps the GRU state after the last emitted frame, and the work of
+a hop scales with its new frames only. Streaming equals offline because the offline sampler runs
+the very same recurrence from frame 0.
+
+The network knows nothing of schedules or samplers (STYLE habit 6): ``t`` is just an integer index.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class DenoiserConfig:
+    n_coeffs: int = 51  # K: ARKit blendshapes of the facecap rig (or PCA components)
+    audio_dim: int = 128  # AudioEncoderConfig.d_model
+    identity_dim: int = 64  # IdentityConfig.dim
+    time_dim: int = 64  # sinusoidal timestep embedding width
+    hidden: int = 256  # GRU width: 2x256 runs 16 streams x 3 frames x 8 steps in ~8 ms (DESIGN §6)
+    n_layers: int = 2
+    n_train_steps: int = 500  # ScheduleConfig.n_train_steps: the range of t
+    dropout: float = 0.0
+
+
+def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+    """(B,) integer steps -> (B, dim) sinusoidal embedding (Transformer positional style)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32) / half)
+    args = t.float()[:, None] * freqs[None]  # (B, half)
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+
+
+class Denoiser(nn.Module):
+    def __init__(self, config: DenoiserConfig):
+        super().__init__()
+        self.config = config
+        c = config
+        self.time_mlp = nn.Sequential(nn.Linear(c.time_dim, c.time_dim), nn.SiLU(),
+                                      nn.Linear(c.time_dim, c.time_dim))
+        self.inp = nn.Linear(c.n_coeffs + c.audio_dim + c.time_dim + c.identity_dim, c.hidden)
+        self.gru = nn.GRU(c.hidden, c.hidden, num_layers=c.n_layers, batch_first=True,
+                          dropout=c.dropout if c.n_layers > 1 else 0.0)
+        # The head also sees the per-frame input, so the GRU only has to carry temporal context.
+        self.head = nn.Sequential(nn.Linear(2 * c.hidden, c.hidden), nn.GELU(),
+                                  nn.Linear(c.hidden, c.n_coeffs))
+
+    def init_state(self, batch: int) -> torch.Tensor:
+        return torch.zeros(self.config.n_layers, batch, self.config.hidden)  # (L, B, H)
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor | int, audio: torch.Tensor,
+                identity: torch.Tensor, state: torch.Tensor | None = None,
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Predict x0.
+
+        x_t (B, T, K) noisy coefficients; t (B,) or int step index; audio (B, T, audio_dim);
+        identity (B, identity_dim) or per frame (B, T, identity_dim); state (L, B, H) the GRU state
+        after the frame before x_t[:, 0] (zeros at the sequence start).
+        Returns x0_hat (B, T, K) and the state after the last frame (L, B, H).
+        """
+        B, T, _ = x_t.shape
+        t = torch.as_tensor(t).reshape(-1).expand(B)
+        temb = self.time_mlp(timestep_embedding(t, self.config.time_dim))  # (B, time_dim)
+        if identity.dim() == 2:
+            identity = identity[:, None].expand(B, T, -1)  # (B, T, identity_dim)
+        h_in = torch.cat([x_t, audio, temb[:, None].expand(B, T, -1), identity], dim=-1)
+        h_in = F.gelu(self.inp(h_in))  # (B, T, H)
+        h, state = self.gru(h_in, self.init_state(B) if state is None else state)  # (B, T, H)
+        return self.head(torch.cat([h, h_in], dim=-1)), state  # (B, T, K), (L, B, H)

@@ -1,0 +1,51 @@
+"""Losses on vertices, computed through the linear motion basis (DESIGN §5).
+
+vertices = template + c @ B with B (K, V*3). For a coefficient error d (K,), the summed squared
+vertex error over a vertex set S is d^T (B_S B_S^T) d: a K x K Gram matrix replaces the (V, 3)
+decode, so losses cost O(K^2) per frame instead of O(K V). Errors are *mean squared distance per
+vertex*, divided by ``scale`` (the mean per-coefficient vertex energy), so that values are unit-free
+and of order 1 whatever the basis units (metres, millimetres, PCA).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+
+class VertexGram(nn.Module):
+    """Gram matrices of the basis over all vertices and over the lip vertices."""
+
+    def __init__(self, basis: torch.Tensor, lip_mask: torch.Tensor):
+        super().__init__()
+        K, V, _ = basis.shape  # (K, V, 3)
+        flat = basis.reshape(K, V * 3).double()
+        lip = basis[:, lip_mask].reshape(K, -1).double()
+        scale = (flat.square().sum() / (K * V)).clamp(min=1e-30)
+        self.register_buffer("full", (flat @ flat.T / V / scale).float(), persistent=False)
+        n_lip = max(int(lip_mask.sum()), 1)
+        self.register_buffer("lip", (lip @ lip.T / n_lip / scale).float(), persistent=False)
+
+    @staticmethod
+    def quad(d: torch.Tensor, gram: torch.Tensor) -> torch.Tensor:
+        """(..., K) -> (...,) d^T G d."""
+        return ((d @ gram) * d).sum(-1)
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    if mask is None:
+        return x.mean()
+    m = mask.to(x.dtype)
+    return (x * m).sum() / m.sum().clamp(min=1.0)
+
+
+def motion_losses(pred: torch.Tensor, target: torch.Tensor, gram: VertexGram,
+                  mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """pred, target (B, T, K) coefficients; mask (B, T) valid frames ->
+    {"rec": vertex MSE, "lip": lip-vertex MSE, "vel": MSE of frame-to-frame vertex velocity}."""
+    d = pred - target  # (B, T, K)
+    dv = d[:, 1:] - d[:, :-1]  # (B, T-1, K)
+    mv = None if mask is None else mask[:, 1:] & mask[:, :-1]
+    return {"rec": masked_mean(gram.quad(d, gram.full), mask),
+            "lip": masked_mean(gram.quad(d, gram.lip), mask),
+            "vel": masked_mean(gram.quad(dv, gram.full), mv)}

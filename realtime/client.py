@@ -1,0 +1,297 @@
+"""Protocol v1 clients: stream a file (paced like a microphone, or as fast as possible) or a live
+microphone to a server and collect the frames with their latency.
+
+Used by ``talker stream``, ``talker mic``, the tests and the benchmarks. Client-side motion
+latency of a frame = (time it was received) - (time the audio sample at its ``t`` was sent).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
+
+from realtime import protocol as proto
+from realtime.audio import encode_pcm
+from realtime.errors import TalkerError
+from realtime.metrics import percentile
+
+log = logging.getLogger("talker.client")
+
+
+class ClientError(TalkerError):
+    """The server refused or failed the stream; ``code`` is the protocol error code if any."""
+
+    def __init__(self, message: str, code: str | None = None, close_code: int | None = None):
+        super().__init__(message)
+        self.code = code
+        self.close_code = close_code
+
+
+@dataclass(frozen=True)
+class StreamOptions:
+    identity: str | None = None  # None: the server's default; "auto": picked from the audio
+    realtime: bool = True  # pace chunks like a microphone; False: as fast as possible
+    chunk_s: float = 0.02  # 20 ms, what a browser or sounddevice delivers
+    encoding: str = "pcm_s16le"
+    format: str = "f16"
+    weights: bool = False
+    token: str | None = None
+    keep_vertices: bool = True  # keep every frame's vertices (memory: V*3*4 bytes a frame)
+    open_timeout_s: float = 10.0
+
+
+@dataclass
+class StreamResult:
+    ready: proto.Ready | None = None
+    seq: list[int] = field(default_factory=list)
+    t: list[float] = field(default_factory=list)
+    server_latency_ms: list[float] = field(default_factory=list)
+    client_latency_ms: list[float] = field(default_factory=list)
+    received_s: list[float] = field(default_factory=list)
+    vertices: list[np.ndarray] = field(default_factory=list)
+    weights: list[np.ndarray] = field(default_factory=list)
+    stats: list[proto.Stats] = field(default_factory=list)
+    end_frames: int | None = None
+    error: proto.Error | None = None
+    close_code: int | None = None
+    audio_s: float = 0.0
+    wall_s: float = 0.0
+
+    @property
+    def frames(self) -> int:
+        return len(self.seq)
+
+    @property
+    def gaps(self) -> int:
+        """Frames missing from the seq numbers (dropped by the server or lost)."""
+        if not self.seq:
+            return 0
+        return int(self.seq[-1] + 1 - len(self.seq))
+
+    def summary(self) -> dict[str, Any]:
+        def pct(values: list[float], q: float) -> float | None:
+            return round(percentile(values, q), 2) if values else None
+
+        span = (self.received_s[-1] - self.received_s[0]) if len(self.received_s) > 1 else 0.0
+        last = self.stats[-1] if self.stats else None
+        return {
+            "frames": self.frames,
+            "end_frames": self.end_frames,
+            "gaps": self.gaps,
+            "dropped_frames": last.dropped_frames if last else None,
+            "audio_s": round(self.audio_s, 3),
+            "wall_s": round(self.wall_s, 3),
+            "fps": round((self.frames - 1) / span, 2) if span > 0 else None,
+            "server_latency_ms": {q: pct(self.server_latency_ms, v)
+                                  for q, v in (("p50", 50), ("p95", 95), ("p99", 99))},
+            "client_latency_ms": {q: pct(self.client_latency_ms, v)
+                                  for q, v in (("p50", 50), ("p95", 95), ("p99", 99))},
+        }
+
+    def save_npz(self, path: Path) -> None:
+        arrays: dict[str, Any] = {
+            "seq": np.asarray(self.seq, dtype=np.int64),
+            "t": np.asarray(self.t, dtype=np.float64),
+            "server_latency_ms": np.asarray(self.server_latency_ms, dtype=np.float32),
+            "client_latency_ms": np.asarray(self.client_latency_ms, dtype=np.float32),
+        }
+        if self.vertices:
+            arrays["vertices"] = np.stack(self.vertices).astype(np.float32)
+        if self.weights:
+            arrays["weights"] = np.stack(self.weights).astype(np.float32)
+        if self.ready is not None:
+            arrays["template"] = np.frombuffer(self.ready.mesh.template, "<f4").reshape(-1, 3)
+            arrays["faces"] = np.frombuffer(self.ready.mesh.faces, "<u4").reshape(-1, 3)
+            arrays["blendshapes"] = np.asarray(self.ready.blendshapes)
+        np.savez_compressed(path, **arrays)
+
+
+class _SendClock:
+    """When each audio sample was sent, to turn a frame's ``t`` into client-side latency."""
+
+    def __init__(self) -> None:
+        self._starts: list[float] = []  # audio time (s) of each chunk's first sample
+        self._sent: list[float] = []  # monotonic send time of each chunk
+
+    def record(self, audio_t: float, now: float) -> None:
+        self._starts.append(audio_t)
+        self._sent.append(now)
+
+    def sent_at(self, audio_t: float) -> float | None:
+        i = bisect.bisect_right(self._starts, audio_t) - 1
+        return self._sent[i] if i >= 0 else None
+
+
+async def open_session(url: str, options: StreamOptions, sample_rate: int,
+                       audio: str = "ws") -> tuple[ClientConnection, proto.Ready]:
+    """Connect, send hello, wait for ready; raise ClientError with the server's reason."""
+    try:
+        ws = await asyncio.wait_for(connect(url, max_size=None, compression=None),
+                                    options.open_timeout_s)
+    except (OSError, TimeoutError, InvalidStatus, InvalidURI) as exc:
+        raise ClientError(f"cannot connect to {url}: {exc}") from exc
+    hello = proto.Hello(sample_rate=sample_rate, encoding=options.encoding, audio=audio,
+                        identity=options.identity, format=options.format,
+                        weights=options.weights, token=options.token)
+    await ws.send(proto.encode(hello))
+    try:
+        msg = proto.decode(await ws.recv(), direction="to_client")
+    except ConnectionClosed as exc:
+        raise ClientError(f"server closed the connection: {exc}", close_code=exc.rcvd and
+                          exc.rcvd.code) from exc
+    if isinstance(msg, proto.Error):
+        code = ws.close_code
+        with contextlib.suppress(Exception):
+            await ws.wait_closed()
+            code = ws.close_code
+        raise ClientError(f"server refused the session: {msg.code}: {msg.message}",
+                          code=msg.code, close_code=code)
+    if not isinstance(msg, proto.Ready):
+        raise ClientError(f"expected 'ready' from the server, got {msg.type!r}")
+    return ws, msg
+
+
+def _take(msg: proto.Message, result: StreamResult, clock: _SendClock, options: StreamOptions,
+          vertex_count: int) -> None:
+    now = time.monotonic()
+    if isinstance(msg, proto.Frame):
+        result.seq.append(msg.seq)
+        result.t.append(msg.t)
+        result.server_latency_ms.append(msg.latency_ms)
+        result.received_s.append(now)
+        sent = clock.sent_at(msg.t)
+        if sent is not None:
+            result.client_latency_ms.append((now - sent) * 1000.0)
+        if options.keep_vertices:
+            dtype = "<f2" if options.format == "f16" else "<f4"
+            result.vertices.append(
+                np.frombuffer(msg.vertices, dtype).astype(np.float32).reshape(vertex_count, 3))
+        if msg.weights is not None:
+            result.weights.append(np.frombuffer(msg.weights, "<f4").copy())
+    elif isinstance(msg, proto.Stats):
+        result.stats.append(msg)
+    elif isinstance(msg, proto.ServerEnd):
+        result.end_frames = msg.frames
+    elif isinstance(msg, proto.Error):
+        result.error = msg
+
+
+async def _receive_all(ws: ClientConnection, result: StreamResult, clock: _SendClock,
+                       options: StreamOptions, on_frame: Callable[[StreamResult], None] | None,
+                       ) -> None:
+    assert result.ready is not None
+    vertex_count = result.ready.mesh.vertex_count
+    try:
+        async for data in ws:
+            if isinstance(data, str):
+                raise ClientError("server sent a text message; protocol v1 is binary")
+            msg = proto.decode(data, direction="to_client")
+            _take(msg, result, clock, options, vertex_count)
+            if on_frame is not None and isinstance(msg, proto.Frame):
+                on_frame(result)
+    except ConnectionClosed:
+        pass
+    result.close_code = ws.close_code
+
+
+async def _send_chunks(ws: ClientConnection, chunks: AsyncIterator[np.ndarray], sample_rate: int,
+                       clock: _SendClock, options: StreamOptions, result: StreamResult) -> None:
+    sent = 0
+    async for chunk in chunks:
+        clock.record(sent / sample_rate, time.monotonic())
+        await ws.send(proto.encode(proto.Audio(data=encode_pcm(chunk, options.encoding))))
+        sent += chunk.size
+        result.audio_s = sent / sample_rate
+    await ws.send(proto.encode(proto.End()))
+
+
+async def file_chunks(audio: np.ndarray, sample_rate: int, options: StreamOptions,
+                      ) -> AsyncIterator[np.ndarray]:
+    """Yield ``chunk_s`` pieces, paced in real time when ``options.realtime``."""
+    step = max(1, int(round(options.chunk_s * sample_rate)))
+    if not options.realtime:
+        step = sample_rate // 2  # half a second a message: well under the 1 s limit
+    start = time.monotonic()
+    for i in range(0, audio.size, step):
+        if options.realtime:
+            due = start + i / sample_rate
+            delay = due - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        else:
+            await asyncio.sleep(0)
+        yield audio[i : i + step]
+
+
+async def stream_audio(url: str, chunks: AsyncIterator[np.ndarray], sample_rate: int,
+                       options: StreamOptions = StreamOptions(),
+                       on_frame: Callable[[StreamResult], None] | None = None) -> StreamResult:
+    """Run one whole session: hello, audio chunks, end; return every frame received."""
+    ws, ready = await open_session(url, options, sample_rate)
+    result = StreamResult(ready=ready)
+    clock = _SendClock()
+    started = time.monotonic()
+    receiver = asyncio.create_task(_receive_all(ws, result, clock, options, on_frame))
+    sender = asyncio.create_task(_send_chunks(ws, chunks, sample_rate, clock, options, result))
+    try:
+        done, _ = await asyncio.wait({receiver, sender}, return_when=asyncio.FIRST_COMPLETED)
+        if sender in done and sender.exception() is None:
+            await receiver
+        elif sender in done and not isinstance(sender.exception(), ConnectionClosed):
+            raise sender.exception()  # type: ignore[misc]
+        else:
+            await receiver
+    finally:
+        for task in (sender, receiver):
+            task.cancel()
+        await asyncio.gather(sender, receiver, return_exceptions=True)
+        await ws.close()
+    result.wall_s = time.monotonic() - started
+    if result.error is not None:
+        raise ClientError(f"server error {result.error.code}: {result.error.message}",
+                          code=result.error.code, close_code=result.close_code)
+    return result
+
+
+async def stream_file(url: str, audio: np.ndarray, sample_rate: int,
+                      options: StreamOptions = StreamOptions(),
+                      on_frame: Callable[[StreamResult], None] | None = None) -> StreamResult:
+    audio = np.asarray(audio, dtype=np.float32)
+    return await stream_audio(url, file_chunks(audio, sample_rate, options), sample_rate,
+                              options, on_frame)
+
+
+def read_wav(path: Path) -> tuple[np.ndarray, int]:
+    """Mono float32 samples and rate of a PCM WAV (int16/int32/float; channels averaged)."""
+    from scipy.io import wavfile
+
+    if not path.is_file():
+        raise ClientError(f"no such audio file: {path}")
+    try:
+        rate, data = wavfile.read(path)
+    except (ValueError, OSError) as exc:
+        raise ClientError(f"{path} is not a readable WAV file: {exc}") from exc
+    data = np.asarray(data)
+    if data.ndim == 2:
+        data = data.mean(axis=1)
+    if np.issubdtype(data.dtype, np.integer):
+        data = data.astype(np.float32) / float(np.iinfo(data.dtype).max + 1)
+    data = data.astype(np.float32)
+    if data.size == 0:
+        raise ClientError(f"{path} holds no audio")
+    if not np.all(np.isfinite(data)):
+        raise ClientError(f"{path} holds NaN or infinite samples")
+    if not 8000 <= rate <= 48000:
+        raise ClientError(f"{path} has sample rate {rate} Hz; protocol v1 takes 8000..48000 Hz")
+    return data, int(rate)

@@ -1,0 +1,523 @@
+"""``talker serve``: one port for the viewer (GET), ``/health`` and the WebSocket ``/ws``.
+
+The WebSocket adapter is thin glue around three pieces: :class:`realtime.protocol.ServerProtocol`
+(parses and checks messages), :class:`realtime.session.Session` (audio, hops, frames, drops) and
+:class:`realtime.engine.InferenceEngine` (batched torch off the event loop). Each connection owns
+three tasks: the reader (messages in, control first), the pump (ready hops to the engine and back)
+and the sender (frames and stats out). A slow reader only ever loses its own oldest frames.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import secrets
+import signal
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from http import HTTPStatus
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import numpy as np
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from realtime import protocol as proto
+from realtime.audio import StreamingResampler
+from realtime.engine import MEAN_IDENTITY, EngineConfig, HopJob, IdentityMix, InferenceEngine
+from realtime.errors import CloseCode, ProtocolError
+from realtime.session import HopRequest, Session, SessionConfig
+from realtime.static import StaticRoots, json_response, serve_file, text_response
+from realtime.webrtc import WebRtcError, WebRtcIngest
+
+log = logging.getLogger("talker.server")
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+AUTO_IDENTITY_S = 3.0  # audio heard before "auto" picks the nearest learned identity
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8765
+    token: str | None = None  # required in hello when set (else close 1008)
+    max_sessions: int = 32  # more concurrent sessions get `server_full` and close 1013
+    # Browser origins allowed to open /ws. Empty: same host as the page, or no Origin header
+    # (non-browser clients). "*" allows any.
+    allow_origins: tuple[str, ...] = ()
+    max_message_bytes: int = 256 * 1024  # a second of 48 kHz f32 audio fits with room to spare
+    idle_timeout_s: float = 30.0  # no message for this long closes the session (1001)
+    stats_interval_s: float = 1.0
+    web_root: Path = REPO_ROOT / "web_client"
+    assets_root: Path = REPO_ROOT / "assets"
+    seed: int = 0  # base of per-session noise seeds; session n uses seed + n
+
+
+@dataclass
+class _Connection:
+    """Per-connection state owned by the handler's tasks."""
+
+    ws: ServerConnection
+    protocol: proto.ServerProtocol
+    session_id: str
+    index: int
+    session: Session | None = None
+    resampler: StreamingResampler | None = None
+    webrtc: WebRtcIngest | None = None
+    hello: proto.Hello | None = None
+    auto_audio: list[np.ndarray] = field(default_factory=list)
+    auto_pending: bool = False
+    wake_pump: asyncio.Event = field(default_factory=asyncio.Event)
+    wake_sender: asyncio.Event = field(default_factory=asyncio.Event)
+    closing: asyncio.Event = field(default_factory=asyncio.Event)
+    started_s: float = field(default_factory=time.monotonic)
+    frames_sent: int = 0
+    resample_rate: int = 0
+
+
+class TalkerServer:
+    def __init__(
+        self,
+        model: Any,
+        config: ServerConfig = ServerConfig(),
+        session_config: SessionConfig | None = None,
+        engine_config: EngineConfig = EngineConfig(),
+    ) -> None:
+        self.model = model
+        self.config = config
+        lookahead_s = model_lookahead_s(model)
+        self.session_config = session_config or SessionConfig(lookahead_s=lookahead_s)
+        self.engine = InferenceEngine(model, engine_config)
+        self.roots = StaticRoots(
+            mounts=(
+                ("/", config.web_root),
+                ("/assets", config.assets_root),
+                ("/fixtures", REPO_ROOT / "tests" / "fixtures"),
+            )
+        )
+        self._connections: dict[str, _Connection] = {}
+        self._count = 0
+        self._server: Server | None = None
+        self._ready_msg_parts = self._mesh_parts()
+        self.started_s = time.monotonic()
+
+    # ------------------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        self.engine.start()
+        self._server = await serve(
+            self._handle,
+            self.config.host,
+            self.config.port,
+            process_request=self._process_request,
+            max_size=self.config.max_message_bytes + 1024,
+            compression=None,  # vertex frames do not compress; deflate only costs CPU
+            ping_interval=20,
+            ping_timeout=20,
+        )
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close(close_connections=True)
+            await self._server.wait_closed()
+        self.engine.stop()
+
+    async def serve_forever(self) -> None:
+        await self.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, stop.set)
+        log.info("serving on http://%s:%d/ (WebSocket /ws)", self.config.host, self.port)
+        await stop.wait()
+        log.info("shutting down: %d open sessions", len(self._connections))
+        await self.stop()
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "status": "ok",
+            "sessions": len(self._connections),
+            "max_sessions": self.config.max_sessions,
+            "identities": list(self.model.identities),
+            "engine": {
+                "queue_depth": self.engine.queue_depth,
+                "batches": self.engine.batches_run,
+                "hops": self.engine.jobs_run,
+                "busy_s": round(self.engine.busy_s, 3),
+            },
+            "uptime_s": round(time.monotonic() - self.started_s, 1),
+            "model": getattr(self.model, "describe", lambda: "")(),
+        }
+
+    # ------------------------------------------------------------------------------------ HTTP
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        path = urlsplit(request.path).path
+        if path == "/ws":
+            if not self._origin_ok(request):
+                origin = request.headers.get("Origin")
+                return text_response(HTTPStatus.FORBIDDEN, f"origin {origin} is not allowed")
+            return None
+        if path == "/health":
+            return json_response(self.health())
+        if request.headers.get("Upgrade", "").lower() == "websocket":
+            return text_response(HTTPStatus.NOT_FOUND, "the WebSocket endpoint is /ws")
+        return serve_file(self.roots, request.path)
+
+    def _origin_ok(self, request: Request) -> bool:
+        origin = request.headers.get("Origin")
+        allowed = self.config.allow_origins
+        if origin is None or "*" in allowed or origin in allowed:
+            return True
+        host = request.headers.get("Host", "")
+        return urlsplit(origin).netloc == host
+
+    # ------------------------------------------------------------------------------ WebSocket
+    async def _handle(self, ws: ServerConnection) -> None:
+        self._count += 1
+        conn = _Connection(
+            ws=ws,
+            protocol=proto.ServerProtocol(
+                proto.ServerProtocolConfig(
+                    token=self.config.token,
+                    max_message_bytes=self.config.max_message_bytes,
+                    identities=tuple(self.model.identities),
+                )
+            ),
+            session_id=secrets.token_hex(6),
+            index=self._count,
+        )
+        if len(self._connections) >= self.config.max_sessions:
+            conn.protocol.fail(
+                ProtocolError(
+                    "server_full",
+                    f"the server is full ({self.config.max_sessions} sessions); try again later",
+                    CloseCode.TRY_AGAIN_LATER,
+                )
+            )
+            await self._flush(conn)
+            return
+        self._connections[conn.session_id] = conn
+        tasks: list[asyncio.Task[None]] = []
+        try:
+            tasks = [
+                asyncio.create_task(self._reader(conn), name=f"{conn.session_id}-reader"),
+                asyncio.create_task(self._pump(conn), name=f"{conn.session_id}-pump"),
+                asyncio.create_task(self._sender(conn), name=f"{conn.session_id}-sender"),
+            ]
+            await conn.closing.wait()
+        finally:
+            for task in tasks:
+                task.cancel()
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+            for result in results:
+                if isinstance(result, BaseException) and not isinstance(
+                    result, (asyncio.CancelledError, ConnectionClosed)
+                ):
+                    log.error("session %s task failed: %r", conn.session_id, result)
+            await self._close_session(conn)
+
+    async def _reader(self, conn: _Connection) -> None:
+        try:
+            while True:
+                try:
+                    data = await asyncio.wait_for(conn.ws.recv(), self.config.idle_timeout_s)
+                except TimeoutError:
+                    if conn.session is not None and conn.session.ended:
+                        continue  # flushing: the client has nothing more to say
+                    conn.protocol.fail(
+                        ProtocolError(
+                            "idle_timeout",
+                            f"no message for {self.config.idle_timeout_s:g} s",
+                            1001,
+                        )
+                    )
+                    await self._flush(conn)
+                    return
+                conn.protocol.receive(data, time.monotonic())
+                for event in conn.protocol.events_received():
+                    await self._on_event(conn, event)
+                if not await self._flush(conn):
+                    return
+        except ConnectionClosed:
+            log.debug("session %s: client went away", conn.session_id)
+        finally:
+            conn.closing.set()
+
+    async def _flush(self, conn: _Connection) -> bool:
+        """Send queued protocol output; close when a close is queued. False once closed."""
+        for data in conn.protocol.data_to_send():
+            await conn.ws.send(data)
+        if conn.protocol.close_code is not None:
+            failure = conn.protocol.failure
+            reason = failure.code if failure is not None else ""
+            if failure is not None and failure.code != "server_full":
+                log.info("session %s: closing %d (%s)", conn.session_id,
+                         conn.protocol.close_code, failure.message)
+            await conn.ws.close(conn.protocol.close_code, reason)
+            conn.closing.set()
+            return False
+        return True
+
+    async def _on_event(self, conn: _Connection, event: proto.Event) -> None:
+        now = time.monotonic()
+        if isinstance(event, proto.Hello):
+            self._on_hello(conn, event)
+            return
+        session = conn.session
+        assert session is not None
+        if isinstance(event, proto.AudioReceived):
+            self._feed(conn, event.samples, event.sample_rate_hz)
+        elif isinstance(event, proto.Interrupt):
+            session.interrupt(now)
+            conn.auto_audio.clear()
+        elif isinstance(event, proto.Identity):
+            session.set_identity(event.identity, now)
+            conn.auto_pending = False
+        elif isinstance(event, proto.End):
+            self._end_audio(conn)
+        elif isinstance(event, proto.Offer):
+            await self._on_offer(conn, event)
+        conn.wake_pump.set()
+
+    def _on_hello(self, conn: _Connection, hello: proto.Hello) -> None:
+        conn.hello = hello
+        identities = list(self.model.identities)
+        default = identities[0] if identities else "default"
+        identity = hello.identity or default
+        conn.auto_pending = identity == "auto"
+        if conn.auto_pending:
+            identity = MEAN_IDENTITY  # until enough audio is heard to pick one
+        conn.session = Session(self.session_config, identity=identity)
+        if hello.sample_rate != self.session_config.sample_rate_hz:
+            conn.resampler = StreamingResampler(hello.sample_rate, self.session_config.sample_rate_hz)
+        self.engine.open_stream(conn.session_id, self.config.seed + conn.index)
+        template, faces, vertex_count, names = self._ready_msg_parts
+        conn.protocol.send(
+            proto.Ready(
+                session=conn.session_id,
+                fps=self.session_config.fps,
+                identities=tuple(identities),
+                identity="auto" if conn.auto_pending else identity,
+                mesh=proto.Mesh(vertex_count=vertex_count, template=template, faces=faces),
+                blendshapes=names,
+            )
+        )
+        log.info(
+            "session %s start: audio=%s rate=%d identity=%s format=%s",
+            conn.session_id, hello.audio, hello.sample_rate, hello.identity, hello.format,
+        )
+
+    def _feed(self, conn: _Connection, samples: np.ndarray, rate: int) -> None:
+        session = conn.session
+        if session is None or session.ended:
+            return
+        if rate != self.session_config.sample_rate_hz:
+            if conn.resampler is None or conn.resample_rate != rate:
+                conn.resampler = StreamingResampler(rate, self.session_config.sample_rate_hz)
+                conn.resample_rate = rate
+            samples = conn.resampler.push(samples)
+        now = time.monotonic()
+        session.feed_audio(samples, now)
+        if conn.auto_pending:
+            conn.auto_audio.append(samples)
+            heard = sum(a.size for a in conn.auto_audio) / self.session_config.sample_rate_hz
+            if heard >= AUTO_IDENTITY_S:
+                conn.auto_pending = False
+                audio = np.concatenate(conn.auto_audio)
+                conn.auto_audio = []
+                task = asyncio.get_running_loop().create_task(self._pick_identity(conn, audio))
+                task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
+        conn.wake_pump.set()
+
+    async def _pick_identity(self, conn: _Connection, audio: np.ndarray) -> None:
+        index, _scores = await self.engine.call(lambda model, a: model.pick_identity(a), audio)
+        name = self.model.identities[int(index)]
+        if conn.session is not None and not conn.closing.is_set():
+            log.info("session %s: auto identity -> %s", conn.session_id, name)
+            conn.session.set_identity(str(name), time.monotonic())
+
+    def _end_audio(self, conn: _Connection) -> None:
+        session = conn.session
+        if session is None or session.ended:
+            return
+        if conn.resampler is not None:
+            tail = conn.resampler.flush()
+            if tail.size:
+                session.feed_audio(tail, time.monotonic())
+        session.end(time.monotonic())
+
+    async def _on_offer(self, conn: _Connection, offer: proto.Offer) -> None:
+        loop = asyncio.get_running_loop()
+
+        def sink(samples: np.ndarray, rate: int) -> None:
+            self._feed(conn, samples, rate)
+
+        def ended() -> None:
+            loop.call_soon(self._end_audio, conn)
+            conn.wake_pump.set()
+
+        conn.webrtc = WebRtcIngest(sink, on_ended=ended)
+        try:
+            answer = await conn.webrtc.accept_offer(offer.sdp)
+        except WebRtcError as exc:
+            conn.protocol.fail(ProtocolError("bad_offer", str(exc)))
+            return
+        conn.protocol.send(proto.Answer(sdp=answer))
+
+    async def _pump(self, conn: _Connection) -> None:
+        """Ready hops -> engine -> session, one hop in flight per session (the model's state
+        chains a session's hops; the engine batches across sessions)."""
+        while True:
+            await conn.wake_pump.wait()
+            conn.wake_pump.clear()
+            session = conn.session
+            if session is None:
+                continue
+            for request in session.ready_hops(time.monotonic()):
+                coeffs = await self.engine.submit(self._job(conn, request))
+                session.complete_hop(request.request_id, coeffs, time.monotonic())
+                conn.wake_sender.set()
+                conn.wake_pump.set()  # more hops may be ready now
+            if session.ended:
+                conn.wake_sender.set()
+
+    def _job(self, conn: _Connection, request: HopRequest) -> HopJob:
+        first = request.identity[0]
+        return HopJob(
+            stream_id=conn.session_id,
+            samples_16k=request.samples[: request.samples.size - request.padding_samples],
+            n_frames=request.n_frames,
+            identity=IdentityMix(
+                source=first.from_identity,
+                target=request.identity[-1].to_identity,
+                alpha=np.array([b.alpha for b in request.identity], dtype=np.float32),
+            ),
+            reset=request.reset_state,
+            final=request.padding_samples > 0,
+        )
+
+    async def _sender(self, conn: _Connection) -> None:
+        next_stats = time.monotonic() + self.config.stats_interval_s
+        while True:
+            timeout = max(0.0, next_stats - time.monotonic())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(conn.wake_sender.wait(), timeout)
+            conn.wake_sender.clear()
+            session, hello = conn.session, conn.hello
+            if session is None or hello is None:
+                next_stats = time.monotonic() + self.config.stats_interval_s
+                continue
+            now = time.monotonic()
+            for frame in session.drain_frames(now):
+                conn.protocol.send(self._frame_message(frame, hello))
+                conn.frames_sent += 1
+            if now >= next_stats:
+                conn.protocol.send(proto.Stats(**session.stats(now)))
+                next_stats = now + self.config.stats_interval_s
+            if session.finished:
+                conn.protocol.finish(conn.frames_sent)
+            if not await self._flush(conn):
+                return
+
+    def _frame_message(self, frame: Any, hello: proto.Hello) -> proto.Frame:
+        vertices = self.model.rig_vertices(frame.coeffs[None])[0]  # (V, 3) metres
+        dtype = "<f2" if hello.format == "f16" else "<f4"
+        weights = None
+        if hello.weights and self._weights_index is not None:
+            full = np.zeros(len(self._ready_msg_parts[3]), dtype="<f4")
+            full[self._weights_index] = frame.coeffs
+            weights = full.tobytes()
+        return proto.Frame(
+            seq=frame.seq,
+            t=frame.t,
+            vertices=vertices.astype(dtype).tobytes(),
+            weights=weights,
+            latency_ms=max(0.0, frame.latency_ms),
+        )
+
+    async def _close_session(self, conn: _Connection) -> None:
+        self._connections.pop(conn.session_id, None)
+        self.engine.close_stream(conn.session_id)
+        if conn.webrtc is not None:
+            await conn.webrtc.close()
+        if conn.session is None:
+            return
+        stats = conn.session.stats(time.monotonic())
+        log.info(
+            "session %s end: %.1f s audio, %d frames sent, %d dropped, %d skipped hops, "
+            "latency p50/p95 %s/%s ms, %.1f s open",
+            conn.session_id, stats["audio_received_s"], stats["frames_sent"],
+            stats["dropped_frames"], stats["skipped_hops"],
+            _ms(stats["latency_p50_ms"]), _ms(stats["latency_p95_ms"]),
+            time.monotonic() - conn.started_s,
+        )
+
+    # ---------------------------------------------------------------------------------- mesh
+    def _mesh_parts(self) -> tuple[bytes, bytes, int, tuple[str, ...]]:
+        from models.rig import ARKIT_NAMES
+
+        basis = self.model.basis
+        template = np.asarray(basis.template, dtype="<f4").reshape(-1, 3)
+        faces = np.asarray(mesh_faces(basis, template.shape[0]), dtype="<u4").reshape(-1, 3)
+        names = tuple(basis.names)
+        self._weights_index: np.ndarray | None = None
+        if set(names) <= set(ARKIT_NAMES):
+            self._weights_index = np.array([ARKIT_NAMES.index(n) for n in names])
+            names = ARKIT_NAMES
+        return template.tobytes(), faces.tobytes(), int(template.shape[0]), names
+
+
+def model_lookahead_s(model: Any) -> float:
+    """The session look-ahead that exactly covers the model's need for future audio.
+
+    The session asks for samples up to ``s(k) + L`` for frame ``k`` (``s(k) = k*sr//fps``);
+    the model needs ``samples_needed(k + right)``. Take the smallest L that covers every k."""
+    features = model.config.features
+    right = model.receptive_field[1]
+    sr, fps = 16000, 30
+    need = max(features.samples_needed(k + right) - (k * sr // fps) - 1 for k in range(fps * 2))
+    return max(0, need) / sr
+
+
+def mesh_faces(basis: Any, vertex_count: int) -> np.ndarray:
+    """Triangles for the ``ready`` mesh: the checkpoint's, else the rig's when it matches."""
+    faces = getattr(basis, "faces", None)
+    if faces is not None:
+        return np.asarray(faces)
+    from models.rig import load_rig
+
+    for name in ("facecap", "procedural"):
+        try:
+            rig = load_rig(name)
+        except Exception:  # noqa: BLE001 - a missing asset just means: try the next
+            continue
+        if rig.vertex_count == vertex_count:
+            return rig.faces
+    return np.zeros((0, 3), dtype=np.uint32)
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
+
+
+def with_overrides(config: ServerConfig, **changes: Any) -> ServerConfig:
+    return replace(config, **{k: v for k, v in changes.items() if v is not None})
+
+
+def origins(values: Iterable[str] | None) -> tuple[str, ...]:
+    return tuple(values or ())
+
+
+def dump_health(server: TalkerServer) -> str:
+    return json.dumps(server.health(), sort_keys=True)
