@@ -176,6 +176,132 @@ def _add_mic(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_mic)
 
 
+# ------------------------------------------------------------------------------------ models
+def _load_dataset(path: str):
+    from models.dataset import TalkingFaceDataset
+
+    if not Path(path).is_dir():
+        raise CliError(f"no dataset folder {path}; make one with `talker corpus --out {path}`")
+    return TalkingFaceDataset.load(Path(path))
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from models.train import TrainConfig, train
+
+    config = TrainConfig.preset(args.preset)
+    if args.steps:
+        from dataclasses import replace
+
+        config = replace(config, n_steps=args.steps)
+    path = train(_load_dataset(args.data), config, Path(args.out), seed=args.seed,
+                 progress=not args.quiet, resume=not args.no_resume)
+    print(f"teacher checkpoint: {path}")
+    return 0
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train the diffusion teacher on a corpus")
+    p.add_argument("--data", required=True, help="corpus folder (ours or VOCASET/BIWI-style)")
+    p.add_argument("--out", required=True, help="run folder (checkpoints, log.jsonl)")
+    p.add_argument("--preset", choices=("tiny", "default"), default="default")
+    p.add_argument("--steps", type=_positive_int, help="override the preset's step count")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-resume", action="store_true", help="start over even if OUT has a run")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_train)
+
+
+def _cmd_distill(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from models.distill import DistillConfig, distill
+
+    config = DistillConfig.preset(args.preset)
+    if args.iters:
+        config = replace(config, iters_per_round=args.iters)
+    path = distill(Path(args.teacher), _load_dataset(args.data), Path(args.out), steps=args.steps,
+                   config=config, seed=args.seed, progress=not args.quiet)
+    print(f"student checkpoint: {path}")
+    return 0
+
+
+def _add_distill(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("distill", help="progressive distillation of a teacher to few steps")
+    p.add_argument("--teacher", required=True, help="teacher .safetensors")
+    p.add_argument("--data", required=True, help="corpus folder")
+    p.add_argument("--out", required=True, help="run folder")
+    p.add_argument("--steps", type=_positive_int, default=8)
+    p.add_argument("--preset", choices=("tiny", "default"), default="default")
+    p.add_argument("--iters", type=_positive_int, help="override iterations per halving round")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_distill)
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    import json
+
+    from models.evaluate import EvalConfig, evaluate_checkpoint
+
+    config = EvalConfig(max_utterances=args.max_utterances, steps=tuple(args.steps or ()),
+                        teacher=args.teacher, seed=args.seed)
+    results = evaluate_checkpoint(Path(args.checkpoint), _load_dataset(args.data), config)
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(results, indent=1))
+    print(json.dumps(results.get("summary", results), indent=1))
+    print(f"results written to {args.json}")
+    return 0
+
+
+def _add_eval(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="metrics (LVE, FDD, MVE, identity) of a checkpoint, as JSON")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--data", required=True, help="corpus folder")
+    p.add_argument("--json", required=True, help="output JSON path")
+    p.add_argument("--teacher", help="teacher checkpoint to compare with (all steps and DDIM)")
+    p.add_argument("--steps", type=_positive_int, action="append",
+                   help="DDIM step counts to evaluate the teacher at (repeatable)")
+    p.add_argument("--max-utterances", type=_positive_int, default=40)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_eval)
+
+
+def _cmd_animate(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from realtime.audio import resample
+    from realtime.client import read_wav
+
+    model = load_model(args.checkpoint)
+    audio, rate = read_wav(Path(args.input))
+    audio16 = resample(audio, rate, 16000) if rate != 16000 else audio
+    identity = args.identity
+    if identity == "auto":
+        index, _ = model.pick_identity(audio16[: 16000 * 3])
+        identity = model.identities[int(index)]
+        print(f"auto identity: {identity}")
+    coeffs = model.generate(audio16, identity, steps=args.steps, seed=args.seed)
+    vertices = model.rig_vertices(coeffs)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(out, coeffs=coeffs, vertices=vertices.astype(np.float32),
+                        names=np.asarray(model.basis.names), fps=np.float32(30),
+                        template=model.basis.template, identity=np.asarray(identity or "mean"))
+    print(f"{len(coeffs)} frames ({len(coeffs) / 30:.2f} s) written to {out}")
+    return 0
+
+
+def _add_animate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("animate", help="offline: a WAV file in, face motion (.npz) out")
+    p.add_argument("input", help="WAV file")
+    p.add_argument("--out", required=True, help="output .npz (coeffs, vertices, fps)")
+    p.add_argument("--checkpoint", help="model (default: the shipped model)")
+    p.add_argument("--identity", help="talking style name, or 'auto' (default: mean style)")
+    p.add_argument("--steps", type=_positive_int, help="sampling steps (default: the model's)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_animate)
+
+
 # --------------------------------------------------------------------------------------- default
 def _cmd_run_default(args: argparse.Namespace) -> int:
     """What ``make run`` starts."""
@@ -199,7 +325,8 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
     adders: list[Callable[[argparse._SubParsersAction], None]] = [
-        _add_serve, _add_stream, _add_mic, _add_corpus,
+        _add_serve, _add_stream, _add_mic, _add_corpus, _add_train, _add_distill, _add_eval,
+        _add_animate,
     ]
     for add in adders:
         add(sub)
@@ -224,8 +351,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CliError as exc:
         print(f"talker: error: {exc}", file=sys.stderr)
         return 2
-    except Exception as exc:  # noqa: BLE001 - library errors become one clear line
-        if type(exc).__name__.endswith("Error") and not args.verbose:
+    except Exception as exc:  # noqa: BLE001 - the project's own errors become one clear line
+        if _is_user_error(exc) and not args.verbose:
             print(f"talker: error: {exc}", file=sys.stderr)
             return 2
         raise
+
+
+def _is_user_error(exc: BaseException) -> bool:
+    """Errors raised on purpose by this project (they say what is wrong and how to fix it),
+    and file-system refusals. Anything else is a bug and keeps its traceback."""
+    package = type(exc).__module__.split(".")[0]
+    return package in ("models", "realtime") or isinstance(exc, (FileNotFoundError,
+                                                                 PermissionError))

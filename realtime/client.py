@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
 from realtime import protocol as proto
 from realtime.audio import encode_pcm
@@ -139,17 +139,32 @@ async def open_session(url: str, options: StreamOptions, sample_rate: int,
     try:
         ws = await asyncio.wait_for(connect(url, max_size=None, compression=None),
                                     options.open_timeout_s)
-    except (OSError, TimeoutError, InvalidStatus, InvalidURI) as exc:
+    except InvalidStatus as exc:
+        status = exc.response.status_code
+        detail = exc.response.body.decode("utf-8", "replace").strip() if exc.response.body else ""
+        raise ClientError(f"{url} refused the WebSocket (HTTP {status}"
+                          + (f": {detail})" if detail else ")")) from exc
+    except ConnectionRefusedError as exc:
+        raise ClientError(f"cannot connect to {url}: connection refused "
+                          "(is `talker serve` running there?)") from exc
+    except TimeoutError as exc:
+        raise ClientError(f"cannot connect to {url}: no answer within "
+                          f"{options.open_timeout_s:g} s") from exc
+    except (OSError, InvalidHandshake, InvalidURI) as exc:
         raise ClientError(f"cannot connect to {url}: {exc}") from exc
     hello = proto.Hello(sample_rate=sample_rate, encoding=options.encoding, audio=audio,
                         identity=options.identity, format=options.format,
                         weights=options.weights, token=options.token)
-    await ws.send(proto.encode(hello))
     try:
-        msg = proto.decode(await ws.recv(), direction="to_client")
+        await ws.send(proto.encode(hello))
+        data = await ws.recv()
     except ConnectionClosed as exc:
-        raise ClientError(f"server closed the connection: {exc}", close_code=exc.rcvd and
-                          exc.rcvd.code) from exc
+        raise ClientError(f"server closed the connection: {exc}",
+                          close_code=exc.rcvd.code if exc.rcvd else None) from exc
+    if isinstance(data, str):
+        await ws.close()
+        raise ClientError("server sent a text message; protocol v1 is binary")
+    msg = proto.decode(data, direction="to_client")
     if isinstance(msg, proto.Error):
         code = ws.close_code
         with contextlib.suppress(Exception):
@@ -158,6 +173,7 @@ async def open_session(url: str, options: StreamOptions, sample_rate: int,
         raise ClientError(f"server refused the session: {msg.code}: {msg.message}",
                           code=msg.code, close_code=code)
     if not isinstance(msg, proto.Ready):
+        await ws.close()
         raise ClientError(f"expected 'ready' from the server, got {msg.type!r}")
     return ws, msg
 
@@ -261,6 +277,10 @@ async def stream_audio(url: str, chunks: AsyncIterator[np.ndarray], sample_rate:
     if result.error is not None:
         raise ClientError(f"server error {result.error.code}: {result.error.message}",
                           code=result.error.code, close_code=result.close_code)
+    if result.end_frames is None:
+        raise ClientError(f"the connection closed before the server's 'end' (close code "
+                          f"{result.close_code}) after {result.frames} frames",
+                          close_code=result.close_code)
     return result
 
 

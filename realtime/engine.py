@@ -3,7 +3,12 @@
 The event loop never runs torch. Adapters submit a :class:`HopJob` per ready hop and await its
 future; the worker takes every pending job (at most one per stream, so each stream's hops stay in
 order), groups them by hop length and runs one batched ``Talker.stream_step`` per group, which
-covers all denoising steps for all sessions in that group.
+covers all denoising steps for all sessions in that group. Other model calls (identity picking)
+go through :meth:`InferenceEngine.call` and run on the same thread, between batches.
+
+Failures: a job whose stream cannot take it (closed, or not enough audio) fails alone; a forward
+pass that raises fails the jobs of its group. Their futures get :class:`EngineError`; the worker
+goes on with the next batch.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import os
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -33,7 +39,9 @@ class StreamingModel(Protocol):
     def push_audio(self, state: Any, samples_16k: np.ndarray) -> None: ...
     def flush(self, state: Any) -> None: ...
     def frames_available(self, state: Any) -> int: ...
-    def stream_step(self, states: list[Any], n_frames: int, identity_vectors: Any) -> np.ndarray: ...
+    def stream_step(
+        self, states: list[Any], n_frames: int, identity_vectors: Any
+    ) -> np.ndarray: ...
     def identity_vector(self, identity: str | None, audio: np.ndarray | None = None) -> Any: ...
 
 
@@ -67,7 +75,15 @@ class HopJob:
 
 
 class EngineError(RuntimeError):
-    pass
+    """A hop or call could not run: engine stopped, stream closed, or the model raised."""
+
+
+@dataclass
+class _Call:
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+    future: asyncio.Future[Any]
+    loop: asyncio.AbstractEventLoop
 
 
 class InferenceEngine:
@@ -78,6 +94,7 @@ class InferenceEngine:
         self._seeds: dict[str, int] = {}
         self._flushed: set[str] = set()  # streams whose audio has ended (look-ahead padded)
         self._pending: deque[HopJob] = deque()
+        self._calls: deque[_Call] = deque()
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
         self._stopping = False
@@ -100,9 +117,14 @@ class InferenceEngine:
         if self._thread is not None:
             self._thread.join(timeout=10)
             self._thread = None
-        for job in self._pending:
+        with self._cond:
+            jobs, calls = list(self._pending), list(self._calls)
+            self._pending.clear()
+            self._calls.clear()
+        for job in jobs:
             _resolve(job, exc=EngineError("engine stopped"))
-        self._pending.clear()
+        for call in calls:
+            _settle(call.loop, call.future, exc=EngineError("engine stopped"))
 
     # ------------------------------------------------------------------------------- streams
     def open_stream(self, stream_id: str, seed: int) -> None:
@@ -111,6 +133,8 @@ class InferenceEngine:
             self._streams.pop(stream_id, None)
 
     def close_stream(self, stream_id: str) -> None:
+        """Forget the stream; its pending hops fail with EngineError. A hop already running
+        completes, but its state is not kept."""
         with self._cond:
             self._seeds.pop(stream_id, None)
             self._streams.pop(stream_id, None)
@@ -135,10 +159,18 @@ class InferenceEngine:
             self._cond.notify()
         return job.future
 
-    async def call(self, fn: Any, *args: Any) -> Any:
-        """Run ``fn(model, *args)`` on the worker thread's side (e.g. identity picking)."""
+    async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run ``fn(model, *args)`` on the worker thread, between batches (e.g. identity
+        picking), so that torch never runs on two threads at once. Exceptions propagate as
+        EngineError."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(None, lambda: fn(self.model, *args))
+        future: asyncio.Future[Any] = loop.create_future()
+        with self._cond:
+            if self._stopping:
+                raise EngineError("engine stopped")
+            self._calls.append(_Call(fn, args, future, loop))
+            self._cond.notify()
+        return await future
 
     # -------------------------------------------------------------------------------- worker
     def _run(self) -> None:
@@ -152,23 +184,23 @@ class InferenceEngine:
                 if batch is None:
                     return
                 started = time.monotonic()
-                try:
+                self._run_calls()
+                if batch:
+                    # counted before any future resolves: an awaiting caller sees its batch
+                    self.batches_run += 1
+                    self.jobs_run += len(batch)
+                    self.batch_sizes.append(len(batch))
                     self._run_batch(batch)
-                except Exception as exc:  # noqa: BLE001 - a bad batch must not kill the worker
-                    log.exception("inference batch failed")
-                    for job in batch:
-                        _resolve(job, exc=EngineError(f"inference failed: {exc}"))
                 self.busy_s += time.monotonic() - started
-                self.batches_run += 1
-                self.jobs_run += len(batch)
-                self.batch_sizes.append(len(batch))
 
     def _take_batch(self) -> list[HopJob] | None:
         with self._cond:
-            while not self._pending and not self._stopping:
+            while not self._pending and not self._calls and not self._stopping:
                 self._cond.wait()
             if self._stopping:
                 return None
+            if not self._pending:
+                return []  # only calls to run
         if self.config.max_wait_s > 0:
             time.sleep(self.config.max_wait_s)
         with self._cond:
@@ -185,30 +217,62 @@ class InferenceEngine:
             self._pending = rest
             return batch
 
+    def _run_calls(self) -> None:
+        with self._cond:
+            calls, self._calls = list(self._calls), deque()
+        for call in calls:
+            try:
+                result = call.fn(self.model, *call.args)
+            except Exception as exc:  # noqa: BLE001 - reported to the caller
+                _settle(call.loop, call.future, exc=EngineError(f"model call failed: {exc}"))
+            else:
+                _settle(call.loop, call.future, result=result)
+
     def _run_batch(self, batch: list[HopJob]) -> None:
-        groups: dict[int, list[HopJob]] = {}
+        groups: dict[int, list[tuple[HopJob, Any]]] = {}
         for job in batch:
-            groups.setdefault(job.n_frames, []).append(job)
-        for n_frames, jobs in groups.items():
-            states = [self._prepare(job) for job in jobs]
-            identities = self._identity_batch(jobs, n_frames)
-            coeffs = self.model.stream_step(states, n_frames, identities)
+            try:
+                state = self._prepare(job)
+            except Exception as exc:  # noqa: BLE001 - this job fails alone
+                _resolve(job, exc=exc if isinstance(exc, EngineError) else
+                         EngineError(f"stream {job.stream_id}: {exc}"))
+                continue
+            groups.setdefault(job.n_frames, []).append((job, state))
+        for n_frames, prepared in groups.items():
+            jobs = [job for job, _ in prepared]
+            try:
+                identities = self._identity_batch(jobs, n_frames)
+                coeffs = self.model.stream_step([s for _, s in prepared], n_frames, identities)
+            except Exception as exc:  # noqa: BLE001 - a bad batch must not kill the worker
+                log.exception("inference batch failed")
+                for job in jobs:
+                    _resolve(job, exc=EngineError(f"inference failed: {exc}"))
+                    self._forget(job.stream_id)  # its model state may be half advanced
+                continue
             for i, job in enumerate(jobs):
                 _resolve(job, result=np.asarray(coeffs[i], dtype=np.float32))
 
+    def _forget(self, stream_id: str) -> None:
+        with self._cond:
+            self._streams.pop(stream_id, None)
+            self._flushed.discard(stream_id)
+
     def _prepare(self, job: HopJob) -> Any:
         with self._cond:
+            if job.stream_id not in self._seeds:
+                raise EngineError(f"stream {job.stream_id} is not open")
             state = self._streams.get(job.stream_id)
             if state is None or job.reset:
-                state = self.model.new_stream(self._seeds.get(job.stream_id, 0))
+                state = self.model.new_stream(self._seeds[job.stream_id])
                 self._streams[job.stream_id] = state
                 self._flushed.discard(job.stream_id)
-        flushed = job.stream_id in self._flushed
+            flushed = job.stream_id in self._flushed
+            if job.final:
+                self._flushed.add(job.stream_id)
         if job.samples_16k.size and not flushed:
             self.model.push_audio(state, job.samples_16k)
         if job.final and not flushed:
             self.model.flush(state)
-            self._flushed.add(job.stream_id)
         available = self.model.frames_available(state)
         if available < job.n_frames:
             raise EngineError(
@@ -236,9 +300,15 @@ def _name(identity: str | None) -> str | None:
 def _resolve(
     job: HopJob, result: np.ndarray | None = None, exc: BaseException | None = None
 ) -> None:
-    future, loop = job.future, job.loop
-    if future is None or loop is None:
-        return
+    if job.future is not None and job.loop is not None:
+        _settle(job.loop, job.future, result, exc)
+
+
+def _settle(
+    loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], result: Any = None,
+    exc: BaseException | None = None,
+) -> None:
+    """Complete ``future`` from the worker thread (a no-op once it is done or cancelled)."""
 
     def settle() -> None:
         if future.done():
@@ -246,7 +316,7 @@ def _resolve(
         if exc is not None:
             future.set_exception(exc)
         else:
-            future.set_result(result)  # type: ignore[arg-type]
+            future.set_result(result)
 
     try:
         loop.call_soon_threadsafe(settle)

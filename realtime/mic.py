@@ -16,11 +16,17 @@ log = logging.getLogger("talker.mic")
 
 MIC_RATE_HZ = 16000  # asked of the device; PortAudio/ALSA convert if the hardware differs
 BLOCK_S = 0.02
+STALL_GRACE_S = 2.0  # a device that delivers nothing stops this long after --seconds
 
 
 async def mic_chunks(seconds: float, device: str | int | None,
                      stop: asyncio.Event) -> AsyncIterator[np.ndarray]:
-    """Yield 20 ms float32 blocks from the input device until ``seconds`` or ``stop``."""
+    """Yield 20 ms float32 blocks from the input device until ``stop``, or once ``seconds``
+    of audio were captured (0: no limit).
+
+    The limit counts captured samples, not wall time: the same for a live microphone, and it
+    keeps a virtual device that delivers faster than real time (ALSA's file plugin) to the
+    length asked for. A device that stalls still stops ``STALL_GRACE_S`` after the limit."""
     try:
         import sounddevice as sd
     except OSError as exc:  # PortAudio missing
@@ -41,14 +47,25 @@ async def mic_chunks(seconds: float, device: str | int | None,
     except Exception as exc:  # sounddevice raises PortAudioError and ValueError
         raise ClientError(f"cannot open the microphone ({device or 'default'}): {exc}") from exc
     started = time.monotonic()
+    limit = int(round(seconds * MIC_RATE_HZ))
+    captured = 0
     with stream:
         while not stop.is_set():
-            if seconds and time.monotonic() - started >= seconds:
+            if seconds and time.monotonic() - started >= seconds + STALL_GRACE_S:
+                log.warning("the input device delivered %.2f s of audio in %.2f s; stopping",
+                            captured / MIC_RATE_HZ, time.monotonic() - started)
                 break
             try:
-                yield await asyncio.wait_for(queue.get(), 1.0)
+                block = await asyncio.wait_for(queue.get(), 1.0)
             except TimeoutError:
                 continue
+            if limit:
+                block = block[: limit - captured]
+            captured += block.size
+            if block.size:
+                yield block
+            if limit and captured >= limit:
+                break
 
 
 def _offer(queue: asyncio.Queue[np.ndarray], block: np.ndarray) -> None:

@@ -16,7 +16,7 @@ import logging
 import secrets
 import signal
 import time
-from collections.abc import Iterable
+from collections.abc import Coroutine, Iterable
 from dataclasses import dataclass, field, replace
 from http import HTTPStatus
 from pathlib import Path
@@ -30,7 +30,14 @@ from websockets.http11 import Request, Response
 
 from realtime import protocol as proto
 from realtime.audio import StreamingResampler
-from realtime.engine import MEAN_IDENTITY, EngineConfig, HopJob, IdentityMix, InferenceEngine
+from realtime.engine import (
+    MEAN_IDENTITY,
+    EngineConfig,
+    EngineError,
+    HopJob,
+    IdentityMix,
+    InferenceEngine,
+)
 from realtime.errors import CloseCode, ProtocolError
 from realtime.session import HopRequest, Session, SessionConfig
 from realtime.static import StaticRoots, json_response, serve_file, text_response
@@ -56,7 +63,10 @@ class ServerConfig:
     stats_interval_s: float = 1.0
     web_root: Path = REPO_ROOT / "web_client"
     assets_root: Path = REPO_ROOT / "assets"
-    seed: int = 0  # base of per-session noise seeds; session n uses seed + n
+    # Base of the per-session noise seeds. The n-th session whose hello is accepted since the
+    # server started (n = 1, 2, ...) uses seed + n: two sessions differ, and a session is
+    # reproducible offline with `Talker.generate(audio, identity, seed=seed + n)`.
+    seed: int = 0
 
 
 @dataclass
@@ -66,7 +76,7 @@ class _Connection:
     ws: ServerConnection
     protocol: proto.ServerProtocol
     session_id: str
-    index: int
+    seed: int = 0  # the engine stream's noise seed (ServerConfig.seed + n)
     session: Session | None = None
     resampler: StreamingResampler | None = None
     webrtc: WebRtcIngest | None = None
@@ -77,8 +87,11 @@ class _Connection:
     wake_sender: asyncio.Event = field(default_factory=asyncio.Event)
     closing: asyncio.Event = field(default_factory=asyncio.Event)
     started_s: float = field(default_factory=time.monotonic)
+    # Last sign of life from the client: a message, or WebRTC audio (which bypasses /ws).
+    last_activity_s: float = field(default_factory=time.monotonic)
     frames_sent: int = 0
     resample_rate: int = 0
+    helpers: set[asyncio.Task[None]] = field(default_factory=set)  # e.g. identity picking
 
 
 class TalkerServer:
@@ -87,13 +100,13 @@ class TalkerServer:
         model: Any,
         config: ServerConfig = ServerConfig(),
         session_config: SessionConfig | None = None,
-        engine_config: EngineConfig = EngineConfig(),
+        engine_config: EngineConfig | None = None,
     ) -> None:
         self.model = model
         self.config = config
         lookahead_s = model_lookahead_s(model)
         self.session_config = session_config or SessionConfig(lookahead_s=lookahead_s)
-        self.engine = InferenceEngine(model, engine_config)
+        self.engine = InferenceEngine(model, engine_config or EngineConfig())
         self.roots = StaticRoots(
             mounts=(
                 ("/", config.web_root),
@@ -102,7 +115,7 @@ class TalkerServer:
             )
         )
         self._connections: dict[str, _Connection] = {}
-        self._count = 0
+        self._sessions_started = 0  # hellos accepted: numbers the per-session seeds
         self._server: Server | None = None
         self._ready_msg_parts = self._mesh_parts()
         self.started_s = time.monotonic()
@@ -160,6 +173,18 @@ class TalkerServer:
             "model": getattr(self.model, "describe", lambda: "")(),
         }
 
+    def sessions(self) -> list[dict[str, Any]]:
+        """One entry per open connection: id, noise seed and the session's ``stats`` fields
+        (``queue_depth`` included); for tests and operators, not served over HTTP."""
+        now = time.monotonic()
+        out: list[dict[str, Any]] = []
+        for conn in self._connections.values():
+            entry: dict[str, Any] = {"session": conn.session_id, "seed": conn.seed}
+            if conn.session is not None:
+                entry.update(conn.session.stats(now))
+            out.append(entry)
+        return out
+
     # ------------------------------------------------------------------------------------ HTTP
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         path = urlsplit(request.path).path
@@ -184,7 +209,6 @@ class TalkerServer:
 
     # ------------------------------------------------------------------------------ WebSocket
     async def _handle(self, ws: ServerConnection) -> None:
-        self._count += 1
         conn = _Connection(
             ws=ws,
             protocol=proto.ServerProtocol(
@@ -195,7 +219,6 @@ class TalkerServer:
                 )
             ),
             session_id=secrets.token_hex(6),
-            index=self._count,
         )
         if len(self._connections) >= self.config.max_sessions:
             conn.protocol.fail(
@@ -205,57 +228,78 @@ class TalkerServer:
                     CloseCode.TRY_AGAIN_LATER,
                 )
             )
-            await self._flush(conn)
+            with contextlib.suppress(ConnectionClosed):
+                await self._flush(conn)
             return
         self._connections[conn.session_id] = conn
         tasks: list[asyncio.Task[None]] = []
         try:
             tasks = [
-                asyncio.create_task(self._reader(conn), name=f"{conn.session_id}-reader"),
-                asyncio.create_task(self._pump(conn), name=f"{conn.session_id}-pump"),
-                asyncio.create_task(self._sender(conn), name=f"{conn.session_id}-sender"),
+                asyncio.create_task(self._guard(conn, self._reader(conn)),
+                                    name=f"{conn.session_id}-reader"),
+                asyncio.create_task(self._guard(conn, self._pump(conn)),
+                                    name=f"{conn.session_id}-pump"),
+                asyncio.create_task(self._guard(conn, self._sender(conn)),
+                                    name=f"{conn.session_id}-sender"),
             ]
             await conn.closing.wait()
         finally:
-            for task in tasks:
+            for task in [*tasks, *conn.helpers]:
                 task.cancel()
-            results = await asyncio.gather(*tasks, return_exceptions=True)
-            for result in results:
-                if isinstance(result, BaseException) and not isinstance(
-                    result, (asyncio.CancelledError, ConnectionClosed)
-                ):
-                    log.error("session %s task failed: %r", conn.session_id, result)
+            await asyncio.gather(*tasks, *conn.helpers, return_exceptions=True)
             await self._close_session(conn)
 
-    async def _reader(self, conn: _Connection) -> None:
+    async def _guard(self, conn: _Connection, work: Coroutine[Any, Any, None]) -> None:
+        """Run one of a connection's tasks; however it ends, the connection closes. A client
+        that goes away is routine (no log above debug); anything else is a server fault: the
+        client gets ``internal`` and 1011, the log gets the traceback."""
         try:
-            while True:
-                try:
-                    data = await asyncio.wait_for(conn.ws.recv(), self.config.idle_timeout_s)
-                except TimeoutError:
-                    if conn.session is not None and conn.session.ended:
-                        continue  # flushing: the client has nothing more to say
-                    conn.protocol.fail(
-                        ProtocolError(
-                            "idle_timeout",
-                            f"no message for {self.config.idle_timeout_s:g} s",
-                            1001,
-                        )
-                    )
-                    await self._flush(conn)
-                    return
-                conn.protocol.receive(data, time.monotonic())
-                for event in conn.protocol.events_received():
-                    await self._on_event(conn, event)
-                if not await self._flush(conn):
-                    return
+            await work
         except ConnectionClosed:
             log.debug("session %s: client went away", conn.session_id)
+        except EngineError as exc:
+            log.error("session %s: %s", conn.session_id, exc)
+            await self._fail_internal(conn, "inference failed; please reconnect")
+        except Exception:
+            log.exception("session %s: internal error", conn.session_id)
+            await self._fail_internal(conn, "internal server error")
         finally:
             conn.closing.set()
 
+    async def _fail_internal(self, conn: _Connection, message: str) -> None:
+        conn.protocol.fail(ProtocolError("internal", message, CloseCode.INTERNAL))
+        with contextlib.suppress(ConnectionClosed):
+            await asyncio.wait_for(self._flush(conn), 5.0)
+
+    async def _reader(self, conn: _Connection) -> None:
+        """Messages in, in order; closes after ``idle_timeout_s`` without a message or WebRTC
+        audio (not while the session flushes its last frames after ``end``)."""
+        idle_limit = self.config.idle_timeout_s
+        while True:
+            flushing = conn.session is not None and conn.session.ended
+            wait_s = idle_limit - (time.monotonic() - conn.last_activity_s)
+            if wait_s <= 0 and not flushing:
+                conn.protocol.fail(
+                    ProtocolError("idle_timeout", f"no message for {idle_limit:g} s", 1001)
+                )
+                await self._flush(conn)
+                return
+            try:
+                # Cancelling recv() loses no message (websockets' guarantee).
+                data = await asyncio.wait_for(conn.ws.recv(), max(wait_s, 0.0) or idle_limit)
+            except TimeoutError:
+                continue
+            now = time.monotonic()
+            conn.last_activity_s = now
+            conn.protocol.receive(data, now)
+            for event in conn.protocol.events_received():
+                await self._on_event(conn, event)
+            if not await self._flush(conn):
+                return
+
     async def _flush(self, conn: _Connection) -> bool:
-        """Send queued protocol output; close when a close is queued. False once closed."""
+        """Send queued protocol output; close when a close is queued. False once closed.
+        Raises ConnectionClosed when the client has gone."""
         for data in conn.protocol.data_to_send():
             await conn.ws.send(data)
         if conn.protocol.close_code is not None:
@@ -292,6 +336,8 @@ class TalkerServer:
 
     def _on_hello(self, conn: _Connection, hello: proto.Hello) -> None:
         conn.hello = hello
+        self._sessions_started += 1
+        conn.seed = self.config.seed + self._sessions_started
         identities = list(self.model.identities)
         default = identities[0] if identities else "default"
         identity = hello.identity or default
@@ -300,8 +346,10 @@ class TalkerServer:
             identity = MEAN_IDENTITY  # until enough audio is heard to pick one
         conn.session = Session(self.session_config, identity=identity)
         if hello.sample_rate != self.session_config.sample_rate_hz:
-            conn.resampler = StreamingResampler(hello.sample_rate, self.session_config.sample_rate_hz)
-        self.engine.open_stream(conn.session_id, self.config.seed + conn.index)
+            conn.resampler = StreamingResampler(hello.sample_rate,
+                                                self.session_config.sample_rate_hz)
+            conn.resample_rate = hello.sample_rate
+        self.engine.open_stream(conn.session_id, conn.seed)
         template, faces, vertex_count, names = self._ready_msg_parts
         conn.protocol.send(
             proto.Ready(
@@ -314,8 +362,9 @@ class TalkerServer:
             )
         )
         log.info(
-            "session %s start: audio=%s rate=%d identity=%s format=%s",
+            "session %s start: audio=%s rate=%d identity=%s format=%s seed=%d",
             conn.session_id, hello.audio, hello.sample_rate, hello.identity, hello.format,
+            conn.seed,
         )
 
     def _feed(self, conn: _Connection, samples: np.ndarray, rate: int) -> None:
@@ -328,6 +377,7 @@ class TalkerServer:
                 conn.resample_rate = rate
             samples = conn.resampler.push(samples)
         now = time.monotonic()
+        conn.last_activity_s = now
         session.feed_audio(samples, now)
         if conn.auto_pending:
             conn.auto_audio.append(samples)
@@ -337,11 +387,18 @@ class TalkerServer:
                 audio = np.concatenate(conn.auto_audio)
                 conn.auto_audio = []
                 task = asyncio.get_running_loop().create_task(self._pick_identity(conn, audio))
-                task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
+                conn.helpers.add(task)
+                task.add_done_callback(conn.helpers.discard)
         conn.wake_pump.set()
 
     async def _pick_identity(self, conn: _Connection, audio: np.ndarray) -> None:
-        index, _scores = await self.engine.call(lambda model, a: model.pick_identity(a), audio)
+        try:
+            index, _scores = await self.engine.call(
+                lambda model, a: model.pick_identity(a), audio
+            )
+        except Exception as exc:  # noqa: BLE001 - keep the mean identity; the stream goes on
+            log.warning("session %s: auto identity failed: %s", conn.session_id, exc)
+            return
         name = self.model.identities[int(index)]
         if conn.session is not None and not conn.closing.is_set():
             log.info("session %s: auto identity -> %s", conn.session_id, name)
@@ -358,20 +415,19 @@ class TalkerServer:
         session.end(time.monotonic())
 
     async def _on_offer(self, conn: _Connection, offer: proto.Offer) -> None:
-        loop = asyncio.get_running_loop()
-
         def sink(samples: np.ndarray, rate: int) -> None:
             self._feed(conn, samples, rate)
 
-        def ended() -> None:
-            loop.call_soon(self._end_audio, conn)
-            conn.wake_pump.set()
+        def ended() -> None:  # the track ended (RTCP BYE): the same as an `end` message
+            if not conn.closing.is_set():
+                self._end_audio(conn)
+                conn.wake_pump.set()
 
         conn.webrtc = WebRtcIngest(sink, on_ended=ended)
         try:
             answer = await conn.webrtc.accept_offer(offer.sdp)
         except WebRtcError as exc:
-            conn.protocol.fail(ProtocolError("bad_offer", str(exc)))
+            conn.protocol.fail(ProtocolError("bad_value", f"field 'sdp': {exc}"))
             return
         conn.protocol.send(proto.Answer(sdp=answer))
 
@@ -450,7 +506,10 @@ class TalkerServer:
         self._connections.pop(conn.session_id, None)
         self.engine.close_stream(conn.session_id)
         if conn.webrtc is not None:
-            await conn.webrtc.close()
+            try:
+                await conn.webrtc.close()
+            except Exception as exc:  # noqa: BLE001 - the session is over either way
+                log.warning("session %s: closing WebRTC failed: %s", conn.session_id, exc)
         if conn.session is None:
             return
         stats = conn.session.stats(time.monotonic())

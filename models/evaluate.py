@@ -1,0 +1,146 @@
+"""``talker eval``: the results table of DESIGN §10 / the model issue, as one JSON document.
+
+For a checkpoint (usually the distilled student) and optionally its teacher, on the corpus's
+``test`` utterances (training talkers) and ``heldout_talker`` utterances (unseen talkers):
+- LVE / FDD / MVE of the checkpoint at its own steps, of the teacher at all its training steps
+  (DDPM, the many-step reference) and of the teacher under plain DDIM at each step count asked;
+- personalisation: LVE with the true identity, the mean identity and a wrong one (the next
+  training talker in bank order);
+- identity picked from the first 3 s of audio: top-1 accuracy over test utterances;
+- CPU time to generate one 1-s window with each sampler, one thread, after a warm-up.
+Every metric block names the vertex masks it used.
+"""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from models.metrics import evaluate
+from models.talker import Talker
+from models.train import Clip, load_clips
+
+PICK_SECONDS = 3.0
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    max_utterances: int = 40  # per split: the table is about trends, generation is not free
+    steps: tuple[int, ...] = ()  # teacher DDIM step counts; () = (the checkpoint's steps,)
+    teacher: str | None = None  # teacher checkpoint for the all-steps and DDIM rows
+    seed: int = 0
+    timing_repeats: int = 10
+
+
+def _run(talker: Talker, clips: list[Clip], steps: int | None, sampler: str | None,
+         identity: str, seed: int) -> dict[str, Any]:
+    """Metrics of ``talker.generate`` on clips. identity: "own", "mean" or "wrong"."""
+    preds, gts = [], []
+    names = talker.identities
+    for clip in clips:
+        if identity == "own" and clip.talker in names:
+            ident: str | None = clip.talker
+        elif identity == "wrong" and clip.talker in names:
+            ident = names[(names.index(clip.talker) + 1) % len(names)]
+        else:
+            ident = None  # mean identity (unknown talkers, or asked for)
+        coeffs = talker.generate(clip.audio, ident, steps=steps, seed=seed, sampler=sampler)
+        n = min(len(coeffs), len(clip.coeffs))
+        gt = clip.vertices if clip.vertices is not None else talker.rig_vertices(clip.coeffs)
+        preds.append(talker.rig_vertices(coeffs[:n]))
+        gts.append(gt[:n])
+    basis = talker.basis
+    return evaluate(preds, gts, basis.template, basis.masks, mask_source="checkpoint")
+
+
+def identity_accuracy(talker: Talker, clips: list[Clip]) -> dict[str, Any]:
+    known = [c for c in clips if c.talker in talker.identities]
+    hits = 0
+    for clip in known:
+        index, _ = talker.pick_identity(clip.audio[: int(PICK_SECONDS * 16000)])
+        hits += talker.identities[int(index)] == clip.talker
+    return {"top1": hits / len(known) if known else None, "n": len(known),
+            "seconds": PICK_SECONDS, "chance": 1 / max(1, len(talker.identities))}
+
+
+def window_time_ms(talker: Talker, steps: int | None, sampler: str | None,
+                   repeats: int) -> dict[str, float]:
+    """Generate one 1-s window (30 frames) on one thread: p50/p95 milliseconds."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        audio = np.random.default_rng(0).standard_normal(16000).astype(np.float32) * 0.1
+        talker.generate(audio, None, steps=steps, sampler=sampler)  # warm-up
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            talker.generate(audio, None, steps=steps, sampler=sampler)
+            times.append((time.perf_counter() - start) * 1000)
+    finally:
+        torch.set_num_threads(threads)
+    times.sort()
+    return {"p50": round(statistics.median(times), 2),
+            "p95": round(times[min(len(times) - 1, int(0.95 * len(times)))], 2)}
+
+
+def evaluate_checkpoint(path: Path, dataset: Any, config: EvalConfig = EvalConfig(),
+                        ) -> dict[str, Any]:
+    model = Talker.from_checkpoint(path)
+    ids = tuple(model.identities)
+    splits = {name: load_clips(dataset, name, ids)[: config.max_utterances]
+              for name in ("test", "heldout_talker")}
+    own_steps = model.config.sampler_steps
+    rows: dict[str, dict[str, Any]] = {}
+    timing: dict[str, Any] = {}
+    label = f"checkpoint_{model.config.sampler}{own_steps}"
+    rows[label] = {s: _run(model, clips, None, None, "own", config.seed)
+                   for s, clips in splits.items() if clips}
+    timing[label] = window_time_ms(model, None, None, config.timing_repeats)
+    if config.teacher:
+        teacher = Talker.from_checkpoint(Path(config.teacher))
+        n_train = teacher.config.schedule.n_train_steps
+        rows[f"teacher_ddpm{n_train}"] = {s: _run(teacher, clips, n_train, "ddpm", "own",
+                                                  config.seed)
+                                          for s, clips in splits.items() if clips}
+        timing[f"teacher_ddpm{n_train}"] = window_time_ms(teacher, n_train, "ddpm", 2)
+        for steps in config.steps or (own_steps,):
+            key = f"teacher_ddim{steps}"
+            rows[key] = {s: _run(teacher, clips, steps, "ddim", "own", config.seed)
+                         for s, clips in splits.items() if clips}
+            timing[key] = window_time_ms(teacher, steps, "ddim", config.timing_repeats)
+    test = splits["test"]
+    personal = {ident: _run(model, test, None, None, ident, config.seed)["lve"]
+                for ident in ("own", "mean", "wrong")} if test else {}
+    results = {
+        "checkpoint": str(path),
+        "config": asdict(config),
+        "rows": rows,
+        "personalisation_lve": personal,
+        "identity_from_audio": identity_accuracy(model, test),
+        "window_1s_cpu_ms": timing,
+        "machine": {"cpu": platform.processor() or platform.machine(),
+                    "torch": torch.__version__},
+    }
+    results["summary"] = summarise(results)
+    return results
+
+
+def summarise(results: dict[str, Any]) -> dict[str, Any]:
+    """The headline ratios the targets are stated in."""
+    rows, out = results["rows"], {}
+    for name, splits in rows.items():
+        out[name] = {s: {k: round(v[k], 9) for k in ("lve", "fdd", "mve")}
+                     for s, v in splits.items()}
+    personal = results["personalisation_lve"]
+    if personal:
+        out["true_vs_wrong_identity_lve"] = round(personal["own"] / personal["wrong"], 4)
+        out["true_vs_mean_identity_lve"] = round(personal["own"] / personal["mean"], 4)
+    out["identity_top1"] = results["identity_from_audio"]["top1"]
+    return out

@@ -1,0 +1,117 @@
+"""``talker stream`` and ``talker mic`` as subprocesses against an in-process server."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import socket
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.realtime.conftest import Speech, ws_url
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+async def talker(*args: str, env: dict[str, str] | None = None, timeout_s: float = 30.0,
+                 ) -> tuple[int, str, str]:
+    """Run ``python -m realtime ARGS`` (the same as the ``talker`` script) without blocking the
+    event loop that serves it: (exit code, stdout, stderr)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "realtime", *args, cwd=REPO, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout_s)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+def errors_only(stderr: str) -> list[str]:
+    """stderr without the INFO/DEBUG log lines."""
+    return [line for line in stderr.splitlines()
+            if line.strip() and " INFO " not in line and " DEBUG " not in line]
+
+
+async def test_stream_saves_frames_and_prints_latency(make_server, speech: Speech, tmp_path):
+    server = await make_server()
+    out = tmp_path / "frames.npz"
+    code, stdout, stderr = await talker("stream", str(speech.wav), "--url", ws_url(server),
+                                        "--out", str(out), "--fast", "--format", "f32")
+    assert code == 0, stderr
+    n = math.ceil(speech.audio.size * 30 / speech.rate)
+    assert f"frames {n} (server end: {n}), gaps 0" in stdout
+    assert "latency server p50/p95/p99" in stdout and "client p50/p95/p99" in stdout
+    saved = np.load(out)
+    assert saved["vertices"].shape == (n, saved["template"].shape[0], 3)
+    assert list(saved["seq"]) == list(range(n))
+    assert saved["faces"].max() < saved["template"].shape[0]
+
+
+async def test_stream_reports_a_server_error_in_one_line(make_server, speech: Speech):
+    server = await make_server(token="s3cret")
+    code, stdout, stderr = await talker("stream", str(speech.wav), "--url", ws_url(server),
+                                        "--token", "wrong")
+    assert code != 0
+    assert "Traceback" not in stderr
+    lines = errors_only(stderr)
+    assert len(lines) == 1 and "bad_token" in lines[0] and lines[0].startswith("talker: error:")
+
+
+async def test_stream_reports_connection_refused(speech: Speech):
+    with socket.socket() as sock:  # a port that nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    code, _, stderr = await talker("stream", str(speech.wav), "--url",
+                                   f"ws://127.0.0.1:{port}/ws")
+    assert code != 0 and "Traceback" not in stderr
+    lines = errors_only(stderr)
+    assert len(lines) == 1 and "connection refused" in lines[0]
+
+
+async def test_stream_reports_a_missing_file(tmp_path):
+    code, _, stderr = await talker("stream", str(tmp_path / "nope.wav"))
+    assert code != 0 and "Traceback" not in stderr
+    assert "no such audio file" in stderr
+
+
+ASOUNDRC = """\
+pcm.!default {{ type plug  slave {{ pcm "filemic" format S16_LE rate 16000 channels 1 }} }}
+pcm.filemic {{ type file  slave.pcm null  file "/dev/null"  infile "{raw}"  format "raw" }}
+"""
+
+
+def _have_portaudio() -> bool:
+    try:
+        import sounddevice  # noqa: F401
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _have_portaudio(), reason="PortAudio (libportaudio2) is not installed")
+async def test_mic_streams_an_alsa_file_microphone(make_server, speech: Speech, tmp_path):
+    """ALSA's file plugin plays speech16.raw as the default capture device (the null slave
+    delivers it faster than real time, which the server serves without skipping)."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".asoundrc").write_text(ASOUNDRC.format(raw=speech.raw16))
+    server = await make_server()
+    env = {**os.environ, "HOME": str(home)}
+    code, stdout, stderr = await talker("mic", "--url", ws_url(server), "--seconds", "3",
+                                        env=env)
+    assert code == 0, stderr
+    assert "Traceback" not in stderr
+    summary = stdout.strip().splitlines()[-2:]  # after the \r progress line(s)
+    assert summary[0].startswith("frames ") and "latency server p50/p95/p99" in summary[1]
+    frames = int(summary[0].split()[1])
+    end_frames = int(summary[0].split("server end: ")[1].split(")")[0])
+    assert frames == end_frames == 90  # --seconds 3 counts captured audio: 3 s x 30 fps
+    assert "gaps 0" in summary[0]

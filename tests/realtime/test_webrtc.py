@@ -1,0 +1,120 @@
+"""WebRTC ingest: PyAV frame decoding, and a whole session between two in-process aiortc peers
+(audio over RTP/Opus, signalling and frames over /ws)."""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import math
+import time
+
+import av
+import numpy as np
+import pytest
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from realtime import protocol as proto
+from realtime.audio import resample
+from realtime.client import StreamOptions, open_session
+from realtime.webrtc import frame_to_mono
+from tests.realtime.conftest import ws_url
+
+RTC_RATE = 48000
+FRAME_SAMPLES = 960  # 20 ms, what browsers send
+
+
+def stereo_frame(left: np.ndarray, right: np.ndarray, fmt: str) -> av.AudioFrame:
+    if fmt == "s16":  # packed: (1, samples * channels), interleaved
+        pcm = np.stack([left, right], axis=1).reshape(1, -1)
+        data = np.round(pcm * 32768).clip(-32768, 32767).astype(np.int16)
+    else:  # "fltp": planar, (channels, samples)
+        data = np.stack([left, right]).astype(np.float32)
+    frame = av.AudioFrame.from_ndarray(data, format=fmt, layout="stereo")
+    frame.sample_rate = RTC_RATE
+    return frame
+
+
+@pytest.mark.parametrize("fmt", ["s16", "fltp"])
+def test_frame_to_mono_downmixes_packed_and_planar(fmt):
+    left = np.linspace(-0.5, 0.5, FRAME_SAMPLES, dtype=np.float32)
+    right = np.full(FRAME_SAMPLES, 0.25, np.float32)
+    mono, rate = frame_to_mono(stereo_frame(left, right, fmt))
+    assert rate == RTC_RATE and mono.dtype == np.float32 and mono.shape == (FRAME_SAMPLES,)
+    np.testing.assert_allclose(mono, (left + right) / 2, atol=1e-4)
+
+
+class ArrayAudioTrack(MediaStreamTrack):
+    """Plays a mono float32 signal as 48 kHz stereo s16 20 ms frames, paced in real time,
+    then ends (``done`` is set)."""
+
+    kind = "audio"
+
+    def __init__(self, audio_48k: np.ndarray) -> None:
+        super().__init__()
+        n = math.ceil(audio_48k.size / FRAME_SAMPLES) * FRAME_SAMPLES
+        self._audio = np.pad(audio_48k, (0, n - audio_48k.size))
+        self._index = 0
+        self._start: float | None = None
+        self.done = asyncio.Event()
+
+    async def recv(self) -> av.AudioFrame:
+        if self._index * FRAME_SAMPLES >= self._audio.size:
+            self.done.set()
+            self.stop()
+            raise MediaStreamError
+        if self._start is None:
+            self._start = time.monotonic()
+        delay = self._start + self._index * FRAME_SAMPLES / RTC_RATE - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        chunk = self._audio[self._index * FRAME_SAMPLES : (self._index + 1) * FRAME_SAMPLES]
+        frame = stereo_frame(chunk, chunk, "s16")
+        frame.pts = self._index * FRAME_SAMPLES
+        frame.time_base = fractions.Fraction(1, RTC_RATE)
+        self._index += 1
+        return frame
+
+
+async def test_webrtc_session_streams_frames_and_ends_with_the_track(make_server, speech):
+    # idle_timeout_s below the audio's length: WebRTC audio counts as activity, though no
+    # /ws message comes between the offer and the end
+    server = await make_server(idle_timeout_s=1.0)
+    ws, ready = await open_session(ws_url(server), StreamOptions(), RTC_RATE, audio="webrtc")
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))  # host candidates only: offline
+    track = ArrayAudioTrack(resample(speech.audio, speech.rate, RTC_RATE))
+    sender = pc.addTrack(track)
+    frames: list[proto.Frame] = []
+    end: proto.ServerEnd | None = None
+    try:
+        await pc.setLocalDescription(await pc.createOffer())  # aiortc gathers ICE in here
+        await ws.send(proto.encode(proto.Offer(sdp=pc.localDescription.sdp)))
+        answer = proto.decode(await asyncio.wait_for(ws.recv(), 10), direction="to_client")
+        assert isinstance(answer, proto.Answer)
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=answer.sdp, type="answer"))
+
+        async def stop_when_played() -> None:
+            await track.done.wait()
+            await asyncio.sleep(0.3)  # let the last packets land
+            await sender.stop()  # RTCP BYE: the server's track ends, like an `end` message
+
+        stopper = asyncio.create_task(stop_when_played())
+        async for data in ws:
+            assert isinstance(data, bytes)
+            msg = proto.decode(data, direction="to_client")
+            assert not isinstance(msg, proto.Error), msg
+            if isinstance(msg, proto.Frame):
+                frames.append(msg)
+            elif isinstance(msg, proto.ServerEnd):
+                end = msg
+        await stopper
+    finally:
+        await pc.close()
+        await ws.close()
+    assert ws.close_code == 1000
+    assert end is not None and end.frames == len(frames)
+    assert [f.seq for f in frames] == list(range(len(frames)))
+    expected = speech.audio.size / speech.rate * 30
+    # Opus adds a few ms of priming; the first packets may arrive before the track is wired up
+    assert expected - 6 <= len(frames) <= expected + 6
+    assert len(frames[0].vertices) == ready.mesh.vertex_count * 3 * 2  # f16
