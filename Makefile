@@ -11,7 +11,7 @@ TORCH_PIN := torch==2.13.0
 HOST ?= 127.0.0.1
 PORT ?= 8765
 
-.PHONY: setup setup-test run test lint typecheck train-default corpus-default clean
+.PHONY: setup setup-test run test lint typecheck train-default clean
 
 $(STAMPS):
 	@mkdir -p $(STAMPS)
@@ -45,7 +45,11 @@ setup: $(STAMPS)/venv $(STAMPS)/npm $(STAMPS)/assets
 setup-test: setup $(STAMPS)/system-test
 
 run: setup
-	$(PY) -m realtime run-default --host $(HOST) --port $(PORT)
+	$(PY) -m realtime serve --host $(HOST) --port $(PORT)
+
+# Reproduces models/weights/default.* from scratch: corpus -> teacher -> 8-step student -> eval.
+train-default: setup
+	$(PY) -m models.make_default --seed 0
 
 test: setup-test
 	$(PY) -m pytest -q

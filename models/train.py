@@ -57,6 +57,10 @@ class TrainConfig:
     @staticmethod
     def preset(name: str) -> TrainConfig:
         if name == "default":
+            # Sized for the 2-core CPU machine: about 30 minutes there (DESIGN §10 machine).
+            return TrainConfig(n_steps=6000, warmup_steps=300, val_every=1000, val_utterances=16,
+                               checkpoint_every=500)
+        if name == "full":  # the long run, for a GPU or a patient CPU
             return TrainConfig()
         if name == "tiny":  # tests: seconds of training on a toy corpus
             return TrainConfig(
@@ -65,7 +69,7 @@ class TrainConfig:
                 window_frames=24, batch_size=8, n_steps=60, lr=3e-3, warmup_steps=5,
                 augment=None, sampler_steps=8, val_steps=4, val_every=30, val_utterances=2,
                 checkpoint_every=30, log_every=10)
-        raise ValueError(f"unknown preset {name!r}: use 'tiny' or 'default'")
+        raise ValueError(f"unknown preset {name!r}: use 'tiny', 'default' or 'full'")
 
 
 # ----------------------------------------------------------------------------- data

@@ -43,10 +43,12 @@ export const webrtcAvailable = () => typeof RTCPeerConnection === "function";
  * no trickle ICE, so the offer is sent only once ICE gathering is complete (or after a timeout).
  */
 export class WebRtcSender {
-  constructor(stream) {
+  /** `onState(connectionState)` is called on every change of the peer connection's state. */
+  constructor(stream, onState = null) {
     this.stream = stream;
     this.pc = new RTCPeerConnection({ iceServers: [] });
     for (const track of stream.getAudioTracks()) this.pc.addTrack(track, stream);
+    if (onState) this.pc.addEventListener("connectionstatechange", () => onState(this.pc.connectionState));
   }
 
   /** The complete offer SDP (candidates included). */
@@ -82,6 +84,35 @@ function waitIceComplete(pc, timeoutMs) {
     const timer = setTimeout(done, timeoutMs);
     pc.addEventListener("icegatheringstatechange", check);
   });
+}
+
+/**
+ * The microphone's level: every `intervalMs`, `onLevel(dbfs)` with the RMS level in dBFS of the
+ * last ~40 ms (-100 for digital silence). Shown in the HUD; tests use it to tell speech from pauses.
+ */
+export class LevelMeter {
+  constructor(stream, onLevel, intervalMs = 50) {
+    this.ctx = new AudioContext({ latencyHint: "interactive" });
+    this.source = this.ctx.createMediaStreamSource(stream);
+    this.analyser = this.ctx.createAnalyser();
+    this.analyser.fftSize = 2048;
+    this.source.connect(this.analyser);
+    this.ctx.resume().catch(() => {});
+    const buf = new Float32Array(this.analyser.fftSize);
+    this.timer = setInterval(() => {
+      this.analyser.getFloatTimeDomainData(buf);
+      let sq = 0;
+      for (let i = 0; i < buf.length; i++) sq += buf[i] * buf[i];
+      const rms = Math.sqrt(sq / buf.length);
+      onLevel(rms > 1e-5 ? 20 * Math.log10(rms) : -100);
+    }, intervalMs);
+  }
+
+  stop() {
+    clearInterval(this.timer);
+    this.source.disconnect();
+    this.ctx.close().catch(() => {});
+  }
 }
 
 /**

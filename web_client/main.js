@@ -17,7 +17,7 @@ import { FaceView } from "./face.js";
 import { Session, describeClose, defaultWsUrl } from "./session.js";
 import { PlayoutBuffer, FrameCounter, SlidingWindow, backoffDelayMs, choosePlayoutDelayS } from "./playout.js";
 import {
-  AudioSourceError, FilePlayer, WebRtcSender, WorkletCapture, f32Bytes, openMicrophone, webrtcAvailable, FILE_SEND_RATE_HZ,
+  AudioSourceError, FilePlayer, LevelMeter, WebRtcSender, WorkletCapture, f32Bytes, openMicrophone, webrtcAvailable, FILE_SEND_RATE_HZ,
 } from "./audio.js";
 
 const params = new URLSearchParams(window.location.search);
@@ -43,7 +43,7 @@ const $ = (id) => document.getElementById(id);
 const ui = {
   stage: $("stage"), canvas: $("face"), banner: $("banner"), faceNote: $("face-note"),
   pill: $("conn-pill"), dot: $("hud-dot"), state: $("hud-state"),
-  latency: $("hud-latency"), serverLatency: $("hud-server-latency"), fps: $("hud-fps"), frames: $("hud-frames"), av: $("hud-av"),
+  latency: $("hud-latency"), serverLatency: $("hud-server-latency"), fps: $("hud-fps"), frames: $("hud-frames"), av: $("hud-av"), level: $("hud-level"),
   identity: $("identity"), transport: $("transport"), drive: $("drive"),
   mic: $("btn-mic"), fileLabel: $("btn-file-label"), fileInput: $("file-input"), stop: $("btn-stop"), interrupt: $("btn-interrupt"),
   metaSession: $("meta-session"), metaFace: $("meta-face"), metaSource: $("meta-source"),
@@ -64,7 +64,9 @@ const hook = {
   latency: { p50: null, p95: null }, // ms, over the last LATENCY_WINDOW frames
   serverStats: null, // the last `stats` message
   playoutDelayMs: null, // file playback: audio is heard this long after it is sent
-  lipSpread: [], // every frame received: {seq, t, mouth (m, lip-centre distance; null if unknown), motion (mm RMS from template), receivedAt}
+  lipSpread: [], // every frame received: {seq, t, mouth (m, lip-centre distance; null if unknown), motion (mm RMS from template), latencyMs, receivedAt}
+  micLevel: [], // microphone sources, every 50 ms: {at (performance.now ms), db (RMS dBFS)}
+  rtcState: null, // the WebRTC peer connection's state (webrtc source)
   shownSeq: null, // seq of the frame on screen
   pixelRatio: null, // set when the display was too slow and the resolution was lowered
   renderMs: null, // average time to submit one render
@@ -144,7 +146,8 @@ class App {
       const info = await res.json().catch(() => ({}));
       if (Array.isArray(info.identities)) this.fillIdentities(info.identities, info.identity ?? null);
       this.healthAttempt = 0;
-      if (!this.run) this.setState("online");
+      // An error stays on screen (state and banner) until the user starts again.
+      if (!this.run && hook.state !== "error") this.setState("online");
       this.healthTimer = setTimeout(() => this.probeHealth(), 10000);
     } catch {
       if (!this.run) this.setState("offline");
@@ -200,6 +203,10 @@ class App {
         run.sampleRate = FILE_SEND_RATE_HZ;
       } else {
         run.stream = await openMicrophone();
+        run.meter = new LevelMeter(run.stream, (db) => {
+          pushBounded(hook.micLevel, { at: performance.now(), db });
+          run.levelDb = db;
+        });
         if (mode === "ws") {
           run.capture = await WorkletCapture.start(run.stream, (pcm) => this.onMicChunk(run, pcm));
           run.sampleRate = run.capture.sampleRate;
@@ -289,7 +296,10 @@ class App {
     if (run.mode === "webrtc") {
       try {
         run.rtc?.close();
-        run.rtc = new WebRtcSender(run.stream);
+        run.rtc = new WebRtcSender(run.stream, (state) => {
+          hook.rtcState = state;
+          if (state === "failed" && this.run === run) this.banner("The WebRTC audio connection failed; try the WebSocket transport.", "bad");
+        });
         run.session.sendOffer(await run.rtc.createOffer());
       } catch (err) {
         this.fail(`WebRTC failed: ${err.message}`, "webrtc");
@@ -328,7 +338,7 @@ class App {
     const vertices = this.decodeVertices(run, frame, run.scratch);
     if (vertices) {
       const m = this.face.measure(vertices);
-      pushBounded(hook.lipSpread, { seq: frame.seq, t: frame.t, mouth: m.mouth, motion: m.motion, receivedAt: now });
+      pushBounded(hook.lipSpread, { seq: frame.seq, t: frame.t, mouth: m.mouth, motion: m.motion, latencyMs: frame.latency_ms, receivedAt: now });
     }
     if (!run.playout.push(frame)) hook.lateFrames += 1;
     if (run.mode === "file" && run.file && run.file.delayS === null && config.delayMs === null) {
@@ -383,6 +393,7 @@ class App {
     }
     this.releaseSources(run);
     this.run = null;
+    hook.source = null;
     pushBounded(hook.errors, { code: error?.code ?? what.kind, message: what.text });
     this.banner(what.text, "bad");
     this.setState("error");
@@ -435,6 +446,8 @@ class App {
     run.capture = null;
     run.rtc?.close();
     run.rtc = null;
+    run.meter?.stop();
+    run.meter = null;
     run.file?.stop();
     for (const track of run.stream?.getTracks() ?? []) track.stop();
     run.stream = null;
@@ -577,6 +590,7 @@ class App {
     ui.fps.textContent = run?.counter ? run.counter.rate(now).toFixed(1) : "–";
     ui.frames.textContent = `${hook.framesReceived} · ${hook.drops}${s ? ` (srv ${s.dropped_frames})` : ""}`;
     const last = hook.avSync[hook.avSync.length - 1];
+    ui.level.textContent = run && run.levelDb !== undefined && run.meter ? `${Math.max(-99, run.levelDb).toFixed(0)} dBFS` : "–";
     ui.av.textContent = run?.mode === "file" && last ? `${last.offsetMs.toFixed(0)} ms (delay ${hook.playoutDelayMs ?? "–"} ms)` : "–";
   }
 }

@@ -1,0 +1,107 @@
+"""``make train-default``: reproduce the shipped default model from nothing but this repo.
+
+corpus (seed) -> teacher (train, seed) -> 8-step student (progressive distillation) -> eval ->
+``models/weights/default.safetensors`` + ``models/weights/default.json`` (the manifest: every
+command, seed, commit, timing and metric). Each stage is skipped when its output exists, so an
+interrupted run resumes.
+
+    python -m models.make_default [--work runs/default] [--seed 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+WEIGHTS = REPO / "models" / "weights"
+
+
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True,
+                             text=True, check=True)
+        return out.stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _talker(*args: str) -> float:
+    """Run one ``talker`` subcommand in this interpreter; returns its wall time in seconds."""
+    cmd = [sys.executable, "-m", "realtime", *args]
+    print("+ talker " + " ".join(args), flush=True)
+    start = time.monotonic()
+    subprocess.run(cmd, cwd=REPO, check=True)
+    return round(time.monotonic() - start, 1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", default="runs/default", help="folder for corpus and runs")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--talkers", type=int, default=16)
+    parser.add_argument("--utterances", type=int, default=120)
+    parser.add_argument("--preset", default="default", choices=("default", "full", "tiny"))
+    parser.add_argument("--out", default=str(WEIGHTS), help="where the shipped files go")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO)
+
+    work = (REPO / args.work).resolve()
+    corpus, teacher_dir, student_dir = work / "corpus", work / "teacher", work / "student"
+    seed = str(args.seed)
+    commands: list[dict[str, Any]] = []
+
+    def stage(name: str, done: Path, *cmd: str) -> None:
+        entry: dict[str, Any] = {"stage": name, "command": "talker " + " ".join(cmd)}
+        if done.exists():
+            entry["skipped"] = f"{done.relative_to(REPO)} exists"
+        else:
+            entry["seconds"] = _talker(*cmd)
+        commands.append(entry)
+
+    stage("corpus", corpus / "corpus.json", "corpus", "--out", str(corpus), "--talkers",
+          str(args.talkers), "--utterances", str(args.utterances), "--seed", seed, "--quiet")
+    stage("train", teacher_dir / "talker.safetensors", "train", "--data", str(corpus), "--out",
+          str(teacher_dir), "--preset", args.preset, "--seed", seed, "--quiet")
+    student = student_dir / "student_8.safetensors"
+    stage("distill", student, "distill", "--teacher", str(teacher_dir / "talker.safetensors"),
+          "--data", str(corpus), "--out", str(student_dir), "--steps", "8", "--preset",
+          args.preset, "--seed", seed, "--quiet")
+    eval_json = work / "eval.json"
+    stage("eval", eval_json, "eval", "--checkpoint", str(student), "--teacher",
+          str(teacher_dir / "talker.safetensors"), "--steps", "64", "--steps", "8", "--data",
+          str(corpus), "--json", str(eval_json))
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(student, out / "default.safetensors")
+    corpus_meta = json.loads((corpus / "corpus.json").read_text())
+    manifest = {
+        "model": "default.safetensors",
+        "what": "DiffusionTalker student distilled to 8 DDIM steps (see models/README.md)",
+        "made_by": "make train-default (python -m models.make_default)",
+        "seed": args.seed,
+        "preset": args.preset,
+        "commit": _git_commit(),
+        "corpus": {"talkers": args.talkers, "utterances_per_talker": args.utterances,
+                   "seed": args.seed,
+                   "generator_version": corpus_meta.get("generator_version"),
+                   "rig": corpus_meta.get("rig")},
+        "commands": commands,
+        "metrics": json.loads(eval_json.read_text()).get("summary"),
+        "bytes": (out / "default.safetensors").stat().st_size,
+    }
+    (out / "default.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    print(f"shipped {out / 'default.safetensors'} ({manifest['bytes'] / 1e6:.1f} MB)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
