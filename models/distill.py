@@ -108,6 +108,9 @@ def distill(teacher_ckpt: str | Path, dataset: Any, out_dir: str | Path, steps: 
     of the final student. Each student's validation LVE is logged next to plain DDIM at its
     step count with the original teacher (distillation must beat it, DESIGN §2)."""
     config = config or DistillConfig()
+    if steps >= config.start_steps:
+        raise ValueError(f"steps ({steps}) must be below start_steps ({config.start_steps}): "
+                         "nothing to distill")
     if steps < 1 or config.start_steps % steps or (config.start_steps // steps) & (
             config.start_steps // steps - 1):
         raise ValueError(f"steps ({steps}) must be start_steps ({config.start_steps}) / 2^k")

@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--talkers", type=int, default=16)
     parser.add_argument("--utterances", type=int, default=120)
     parser.add_argument("--preset", default="default", choices=("default", "full", "tiny"))
+    parser.add_argument("--student-steps", type=int, default=8)
     parser.add_argument("--out", default=str(WEIGHTS), help="where the shipped files go")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
@@ -61,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     def stage(name: str, done: Path, *cmd: str) -> None:
         entry: dict[str, Any] = {"stage": name, "command": "talker " + " ".join(cmd)}
         if done.exists():
-            entry["skipped"] = f"{done.relative_to(REPO)} exists"
+            entry["skipped"] = f"{done} exists"
         else:
             entry["seconds"] = _talker(*cmd)
         commands.append(entry)
@@ -70,13 +71,14 @@ def main(argv: list[str] | None = None) -> int:
           str(args.talkers), "--utterances", str(args.utterances), "--seed", seed, "--quiet")
     stage("train", teacher_dir / "talker.safetensors", "train", "--data", str(corpus), "--out",
           str(teacher_dir), "--preset", args.preset, "--seed", seed, "--quiet")
-    student = student_dir / "student_8.safetensors"
+    n = str(args.student_steps)
+    student = student_dir / f"student_{n}.safetensors"
     stage("distill", student, "distill", "--teacher", str(teacher_dir / "talker.safetensors"),
-          "--data", str(corpus), "--out", str(student_dir), "--steps", "8", "--preset",
+          "--data", str(corpus), "--out", str(student_dir), "--steps", n, "--preset",
           args.preset, "--seed", seed, "--quiet")
     eval_json = work / "eval.json"
     stage("eval", eval_json, "eval", "--checkpoint", str(student), "--teacher",
-          str(teacher_dir / "talker.safetensors"), "--steps", "64", "--steps", "8", "--data",
+          str(teacher_dir / "talker.safetensors"), "--steps", "64", "--steps", n, "--data",
           str(corpus), "--json", str(eval_json))
 
     out = Path(args.out)
@@ -85,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     corpus_meta = json.loads((corpus / "corpus.json").read_text())
     manifest = {
         "model": "default.safetensors",
-        "what": "DiffusionTalker student distilled to 8 DDIM steps (see models/README.md)",
+        "what": f"DiffusionTalker student distilled to {n} DDIM steps (see models/README.md)",
         "made_by": "make train-default (python -m models.make_default)",
         "seed": args.seed,
         "preset": args.preset,
