@@ -219,6 +219,32 @@ def test_no_skipping_when_disabled() -> None:
     assert [f.seq for f in frames] == list(range(len(frames))) and session.skipped_hops == 0
 
 
+def test_fast_sender_is_served_at_real_time_pace_not_skipped() -> None:
+    # A whole 5 s file arrives at t=0; the worker then needs 0.09 s per 0.1 s hop (just faster
+    # than real time). Every hop is due at first arrival + t_k, never more than 1 s overdue.
+    session = Session(SessionConfig(stale_window_s=1.0))
+    for i in range(0, 5 * SR, SR // 2):
+        session.feed_audio(noise(0.5, seed=i), 0.0)
+    session.end(0.0)
+    now, frames = 0.0, []
+    while not session.finished:
+        for req in session.ready_hops(now):
+            now += 0.09
+            session.complete_hop(req.request_id, fake_coeffs(req), now)
+        frames += session.drain_frames(now)
+    assert session.skipped_hops == 0 and [f.seq for f in frames] == list(range(150))
+
+
+def test_fast_sender_on_a_stalled_worker_still_skips() -> None:
+    session = Session(SessionConfig(stale_window_s=1.0))
+    session.feed_audio(noise(1.0), 0.0)
+    session.feed_audio(noise(1.0, seed=1), 0.0)
+    (first,) = session.ready_hops(0.0)
+    session.complete_hop(first.request_id, fake_coeffs(first), 3.0)  # stalled for 3 s
+    session.ready_hops(3.0)
+    assert session.skipped_hops > 0
+
+
 # ------------------------------------------------------------------ interrupt
 
 
