@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.fft import next_fast_len
 
 SR = 16000
 FPS = 30
@@ -48,8 +49,9 @@ def add_noise(audio: np.ndarray, rng: np.random.Generator,
     """White or pink-ish noise at a random SNR relative to the signal power."""
     noise = rng.standard_normal(len(audio))
     if rng.random() < 0.5:  # pink-ish: 1/f power by shaping the spectrum
-        noise = np.fft.irfft(np.fft.rfft(noise) / np.sqrt(np.arange(len(noise) // 2 + 1) + 1.0),
-                             n=len(noise))
+        n = next_fast_len(len(noise))
+        shaped = np.fft.rfft(noise, n) / np.sqrt(np.arange(n // 2 + 1) + 1.0)
+        noise = np.fft.irfft(shaped, n=n)[: len(audio)]
     p_sig = np.mean(audio.astype(np.float64) ** 2) + 1e-12
     p_noise = np.mean(noise ** 2) + 1e-12
     scale = np.sqrt(p_sig / p_noise / 10 ** (rng.uniform(*snr_db) / 10))
@@ -61,10 +63,11 @@ def band_limit(audio: np.ndarray, rng: np.random.Generator, kind: str | None = N
     kind = kind or str(rng.choice(["telephone", "lowpass", "highpass"]))
     lo, hi = {"telephone": (300.0, 3400.0), "lowpass": (0.0, rng.uniform(3000, 7000)),
               "highpass": (rng.uniform(80, 300), SR / 2)}[kind]
-    spec = np.fft.rfft(audio)
-    f = np.fft.rfftfreq(len(audio), 1 / SR)
+    n = next_fast_len(len(audio))  # zero-padded to a fast FFT size (odd sizes are slow)
+    spec = np.fft.rfft(audio, n)
+    f = np.fft.rfftfreq(n, 1 / SR)
     spec[(f < lo) | (f > hi)] = 0
-    return np.fft.irfft(spec, n=len(audio)).astype(np.float32)
+    return np.fft.irfft(spec, n=n)[: len(audio)].astype(np.float32)
 
 
 def reverb(audio: np.ndarray, rng: np.random.Generator, rt60_s: tuple[float, float]) -> np.ndarray:
@@ -92,13 +95,24 @@ def pitch_shift(audio: np.ndarray, rng: np.random.Generator,
     n_frames = (len(pad) - n_fft) // hop + 1
     idx = np.arange(n_fft)[None] + hop * np.arange(n_frames)[:, None]
     spec = np.fft.rfft(pad[idx] * win, axis=1)  # (F, n_fft/2+1)
-    bins = np.arange(spec.shape[1])
-    mag = np.stack([np.interp(bins / ratio, bins, np.abs(s), right=0.0) for s in spec])
+    # Linear interpolation of every frame's magnitude at bins / ratio (zero past the top bin).
+    n_bins = spec.shape[1]
+    pos = np.arange(n_bins) / ratio
+    i0 = np.minimum(np.floor(pos).astype(int), n_bins - 1)
+    i1 = np.minimum(i0 + 1, n_bins - 1)
+    frac = pos - i0
+    mag_in = np.abs(spec)
+    mag = mag_in[:, i0] * (1 - frac) + mag_in[:, i1] * frac
+    mag[:, pos > n_bins - 1] = 0.0
     frames = np.fft.irfft(mag * np.exp(1j * np.angle(spec)), n=n_fft, axis=1) * win
+    # Overlap-add: segment j (hop samples) of frame f lands at hop * (f + j).
     out = np.zeros(len(pad))
     norm = np.zeros(len(pad))
-    np.add.at(out, idx, frames)
-    np.add.at(norm, idx, np.broadcast_to(win ** 2, frames.shape))
+    for j in range(n_fft // hop):
+        seg = slice(hop * j, hop * (j + 1))
+        dst = slice(hop * j, hop * (j + n_frames))
+        out[dst] += frames[:, seg].reshape(-1)
+        norm[dst] += np.tile(win[seg] ** 2, n_frames)
     out = out / np.maximum(norm, 1e-3)
     return out[n_fft:n_fft + len(audio)].astype(np.float32)
 

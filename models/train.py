@@ -107,6 +107,9 @@ def coeff_stats(clips: list[Clip]) -> tuple[np.ndarray, np.ndarray]:
     return c.mean(0).astype(np.float32), std.astype(np.float32)
 
 
+FPS_MARGIN = 30  # frames of spare context in an augmentation crop
+
+
 class WindowSampler:
     """Random training windows with the audio context the encoder needs around them."""
 
@@ -122,10 +125,19 @@ class WindowSampler:
     def window(self, clip: Clip, rng: np.random.Generator) -> tuple[torch.Tensor, np.ndarray,
                                                                      np.ndarray]:
         audio, coeffs = clip.audio, clip.coeffs
+        (left, right), at_start = self.rf, rng.random() < self.p_start
         if self.augment is not None:
-            audio, coeffs = augment(audio, coeffs, rng, self.augment)
-        T, (left, right) = len(coeffs), self.rf
-        start = 0 if rng.random() < self.p_start else int(rng.integers(0, max(1, T - self.W + 1)))
+            # Augment only a crop around the window (with 1 s to spare for speed and inserted
+            # pauses): augmenting whole utterances cost more than the training step itself.
+            span = left + self.W + right + FPS_MARGIN
+            c0 = 0 if at_start else int(rng.integers(0, max(1, len(coeffs) - span + 1)))
+            s0, s1 = c0 * 16000 // 30, (c0 + span) * 16000 // 30
+            audio, coeffs = augment(audio[s0:s1], coeffs[c0:c0 + span], rng, self.augment)
+            lo = 0 if c0 == 0 else left  # a crop's left context must lie inside the crop
+        else:
+            lo = 0
+        T = len(coeffs)
+        start = 0 if at_start else int(rng.integers(lo, max(lo + 1, T - self.W + 1)))
         feats = frame_features(audio, start - left, left + self.W + right, self.features)
         target = np.zeros((self.W, coeffs.shape[1]), np.float32)
         n = min(self.W, T - start)
