@@ -89,7 +89,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         allow_origins=tuple(args.allow_origin or ()), idle_timeout_s=args.idle_timeout,
         seed=args.seed,
     )
-    server = TalkerServer(model, config)
+    from realtime.engine import EngineConfig
+
+    server = TalkerServer(model, config, engine_config=EngineConfig(torch_threads=args.threads))
     print(f"diffusion-talker: open http://{args.host}:{args.port}/ in a browser", flush=True)
     asyncio.run(server.serve_forever())
     return 0
@@ -109,6 +111,8 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
                         "Default: the page's own origin and non-browser clients")
     p.add_argument("--idle-timeout", type=float, default=30.0, help="seconds without a message")
     p.add_argument("--seed", type=int, default=0, help="base seed of per-session noise")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads of the inference worker (default 1; 0 = all cores)")
     p.set_defaults(func=_cmd_serve)
 
 

@@ -47,7 +47,10 @@ class StreamingModel(Protocol):
 
 @dataclass(frozen=True)
 class EngineConfig:
-    torch_threads: int = 0  # 0 = all cores: one batched forward at a time uses them best
+    # Intra-op threads of the one inference worker. 1 leaves the other core to the event loop
+    # (sockets, msgpack, WebRTC decoding); on a shared or loaded 2-core machine more threads than
+    # free cores make torch spin and run many times slower. 0 = all cores.
+    torch_threads: int = 1
     max_batch: int = 64  # streams per forward; more waits for the next round
     max_wait_s: float = 0.0  # extra wait to gather a bigger batch; 0 = run as soon as work exists
 
