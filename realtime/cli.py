@@ -27,6 +27,8 @@ def _positive_int(text: str) -> int:
 def _cmd_corpus(args: argparse.Namespace) -> int:
     from models.corpus import CorpusConfig, generate_corpus
 
+    if not args.out:
+        raise CliError("talker corpus needs --out DIR (or: talker corpus preview DIR ...)")
     config = CorpusConfig(talkers=args.talkers, utterances=args.utterances, seed=args.seed)
     generate_corpus(config, Path(args.out), workers=args.workers, progress=not args.quiet)
     print(f"corpus written to {args.out}")
@@ -43,7 +45,7 @@ def _cmd_corpus_preview(args: argparse.Namespace) -> int:
 
 def _add_corpus(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("corpus", help="generate the talking-face corpus (espeak-ng speech + rig)")
-    p.add_argument("--out", required=True, help="output folder (VOCASET layout)")
+    p.add_argument("--out", help="output folder (VOCASET layout); required to generate")
     p.add_argument("--talkers", type=_positive_int, default=16)
     p.add_argument("--utterances", type=_positive_int, default=120, help="per talker")
     p.add_argument("--seed", type=int, default=0)
@@ -51,7 +53,7 @@ def _add_corpus(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_corpus)
     psub = p.add_subparsers(dest="corpus_command")
-    pv = psub.add_parser("preview", help="plot waveform, phonemes and weight curves of one utterance")
+    pv = psub.add_parser("preview", help="plot waveform, phonemes and weight curves")
     pv.add_argument("dir", help="corpus folder")
     pv.add_argument("--utterance", required=True, help="utterance id, e.g. T00_U0000")
     pv.add_argument("--out", required=True, help="PNG path")
@@ -59,7 +61,8 @@ def _add_corpus(sub: argparse._SubParsersAction) -> None:
 
 
 # ----------------------------------------------------------------------------------- serving
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "models" / "weights" / "default.safetensors"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CHECKPOINT = REPO_ROOT / "models" / "weights" / "default.safetensors"
 
 
 def load_model(checkpoint: str | None, random_model: bool = False):  # -> models.talker.Talker
@@ -73,7 +76,8 @@ def load_model(checkpoint: str | None, random_model: bool = False):  # -> models
         return random_talker()
     path = Path(checkpoint) if checkpoint else DEFAULT_CHECKPOINT
     if not path.is_file():
-        hint = "pass --checkpoint PATH" if checkpoint else "run `make train-default` or pass --checkpoint"
+        hint = ("pass --checkpoint PATH" if checkpoint
+                else "run `make train-default` or pass --checkpoint")
         raise CliError(f"model checkpoint {path} not found; {hint}")
     return Talker.from_checkpoint(path)
 

@@ -38,7 +38,8 @@ Drop policy (DESIGN §6) -- the only places where data is discarded:
        next hop is skipped while it is ready and its first frame is more than
        ``stale_window_s`` overdue. A frame is due when its audio arrived, or, when the client
        sends faster than real time (a file), when that audio would have arrived in real time
-       (first arrival + t_k): a fast sender is served at least at real-time pace, not skipped. A skipped hop is never generated: its frames are not sent (a gap
+       (first arrival + t_k): a fast sender is served at least at real-time pace, not skipped.
+       A skipped hop is never generated: its frames are not sent (a gap
        in ``seq``), each counts in ``dropped_frames``, the hop in ``skipped_hops``, and the next
        request has ``reset_state=True``. This bounds buffered audio to about ``stale_window_s``
        plus one hop and look-ahead when the worker falls behind or stalls.
