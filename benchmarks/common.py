@@ -225,3 +225,14 @@ def tiny_checkpoint(folder: Path, seed: int = 0) -> Path:
     path = folder / "tiny_random.safetensors"
     random_talker(TINY, seed=seed).save(path)
     return path
+
+
+def parse_ints(text: str) -> tuple[int, ...]:
+    """A comma-separated list of positive integers (a stream ladder, batch sizes, step counts)."""
+    try:
+        values = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected e.g. 1,2,4: {text}") from exc
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers: {text}")
+    return values

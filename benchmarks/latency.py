@@ -54,6 +54,7 @@ from benchmarks.common import (
     espeak_utterance,
     format_table,
     machine_info,
+    parse_ints,
     percentiles,
     print_machine,
     run_main,
@@ -498,16 +499,6 @@ def plot(results: dict[str, Any], path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------ main
-def parse_ladder(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(x) for x in text.split(",") if x.strip())
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected e.g. 1,2,4: {text}") from exc
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected positive stream counts: {text}")
-    return values
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_common_args(p)
@@ -519,9 +510,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                        help="serve an untrained default-size model (talker serve --random-model)")
     model.add_argument("--tiny", action="store_true",
                        help="serve the tiny random model (saved to a temp checkpoint)")
-    p.add_argument("--streams", type=parse_ladder, help="ladder, e.g. 1,2,4 (default 1,2,4,8,16,32;"
+    p.add_argument("--streams", type=parse_ints, help="ladder, e.g. 1,2,4 (default 1,2,4,8,16,32;"
                                                         " quick 1,2)")
-    p.add_argument("--webrtc", type=parse_ladder,
+    p.add_argument("--webrtc", type=parse_ints,
                    help="WebRTC stream counts (default 1,4; quick 1)")
     p.add_argument("--no-webrtc", action="store_true")
     p.add_argument("--seconds", type=float, help="audio per session (default 12; quick 3)")

@@ -39,6 +39,7 @@ from benchmarks.common import (
     espeak_utterance,
     format_table,
     machine_info,
+    parse_ints,
     percentiles,
     print_machine,
     run_main,
@@ -265,16 +266,6 @@ def plot(results: dict[str, Any], path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------ main
-def _ints(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(x) for x in text.split(",") if x.strip())
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected e.g. 1,8,32: {text}") from exc
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected positive integers: {text}")
-    return values
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_common_args(p)
@@ -289,8 +280,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--data", help=f"corpus for LVE (default {DEFAULT_DATA.relative_to(REPO)}; "
                                   "quick: a tiny corpus made on the spot)")
     p.add_argument("--no-quality", action="store_true", help="timing only, no LVE")
-    p.add_argument("--batch", type=_ints, help="batch sizes (default 1,8,32; quick 1,8)")
-    p.add_argument("--ddim", type=_ints, help="teacher DDIM steps (default 64,32,16,8; quick 8,4)")
+    p.add_argument("--batch", type=parse_ints, help="batch sizes (default 1,8,32; quick 1,8)")
+    p.add_argument("--ddim", type=parse_ints,
+                   help="teacher DDIM steps (default 64,32,16,8; quick 8,4)")
     p.add_argument("--no-ddpm", action="store_true", help="leave out the all-steps teacher row")
     p.add_argument("--repeats", type=int, help="timed calls per cell (default 10; quick 3)")
     p.add_argument("--cell-budget-s", type=float,

@@ -23,9 +23,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.metrics import evaluate
 from models.talker import Talker
-from models.train import Clip, load_clips
+from models.train import Clip, evaluate_talker, load_clips
 
 PICK_SECONDS = 3.0
 
@@ -42,22 +41,7 @@ class EvalConfig:
 def _run(talker: Talker, clips: list[Clip], steps: int | None, sampler: str | None,
          identity: str, seed: int) -> dict[str, Any]:
     """Metrics of ``talker.generate`` on clips. identity: "own", "mean" or "wrong"."""
-    preds, gts = [], []
-    names = talker.identities
-    for clip in clips:
-        if identity == "own" and clip.talker in names:
-            ident: str | None = clip.talker
-        elif identity == "wrong" and clip.talker in names:
-            ident = names[(names.index(clip.talker) + 1) % len(names)]
-        else:
-            ident = None  # mean identity (unknown talkers, or asked for)
-        coeffs = talker.generate(clip.audio, ident, steps=steps, seed=seed, sampler=sampler)
-        n = min(len(coeffs), len(clip.coeffs))
-        gt = clip.vertices if clip.vertices is not None else talker.rig_vertices(clip.coeffs)
-        preds.append(talker.rig_vertices(coeffs[:n]))
-        gts.append(gt[:n])
-    basis = talker.basis
-    return evaluate(preds, gts, basis.template, basis.masks, mask_source="checkpoint")
+    return evaluate_talker(talker, clips, steps, seed, identity=identity, sampler=sampler)
 
 
 def identity_accuracy(talker: Talker, clips: list[Clip]) -> dict[str, Any]:

@@ -159,12 +159,19 @@ class WindowSampler:
 def evaluate_talker(talker: Talker, clips: list[Clip], steps: int | None = None, seed: int = 0,
                     max_clips: int | None = None, identity: str | None = "own",
                     sampler: str | None = None) -> dict[str, Any]:
-    """LVE/FDD/MVE of ``talker.generate`` on clips (their own identity by default; clips of
-    unknown talkers use the mean identity)."""
+    """LVE/FDD/MVE of ``talker.generate`` on clips. identity: "own" (each clip's talker; unknown
+    talkers get the mean), "wrong" (the next training talker in bank order), "mean"/None, or a
+    name used for every clip."""
     preds, gts = [], []
+    names = talker.identities
     for clip in clips[:max_clips]:
-        ident = clip.talker if identity == "own" and clip.talker in talker.identities else (
-            None if identity == "own" else identity)
+        known = clip.talker in names
+        if identity == "own":
+            ident = clip.talker if known else None
+        elif identity == "wrong":
+            ident = names[(names.index(clip.talker) + 1) % len(names)] if known else None
+        else:
+            ident = None if identity == "mean" else identity
         c = talker.generate(clip.audio, ident, steps=steps, seed=seed, sampler=sampler)
         n = min(len(c), len(clip.coeffs))
         gt = clip.vertices if clip.vertices is not None else talker.rig_vertices(clip.coeffs)
