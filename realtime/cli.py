@@ -280,8 +280,8 @@ def _cmd_animate(args: argparse.Namespace) -> int:
     from realtime.audio import resample
     from realtime.client import read_wav
 
+    audio, rate = read_wav(Path(args.input))  # bad input fails before the model loads
     model = load_model(args.checkpoint)
-    audio, rate = read_wav(Path(args.input))
     audio16 = resample(audio, rate, 16000) if rate != 16000 else audio
     identity = args.identity
     if identity == "auto":
