@@ -128,3 +128,33 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
         out["true_vs_mean_identity_lve"] = round(personal["own"] / personal["mean"], 4)
     out["identity_top1"] = results["identity_from_audio"]["top1"]
     return out
+
+
+def markdown_table(results: dict[str, Any]) -> str:
+    """The results as markdown: metric rows per sampler and split, then the ratios."""
+    lines = ["| model / sampler | split | LVE (m²) | FDD (m²) | MVE (m) "
+             "| 1-s window, 1 thread (ms p50) |", "|---|---|---|---|---|---|"]
+    timing = results.get("window_1s_cpu_ms", {})
+    for name, splits in results["rows"].items():
+        for split, m in splits.items():
+            ms = timing.get(name, {}).get("p50", "")
+            lines.append(f"| {name} | {split} | {m['lve']:.3e} | {m['fdd']:.3e} | "
+                         f"{m['mve']:.3e} | {ms} |")
+    personal = results.get("personalisation_lve") or {}
+    ident = results.get("identity_from_audio") or {}
+    lines += ["", "| personalisation (test split, checkpoint) | value |", "|---|---|"]
+    for key in ("own", "mean", "wrong"):
+        if key in personal:
+            lines.append(f"| LVE with the {key} identity | {personal[key]:.3e} |")
+    summary = results.get("summary", {})
+    for key in ("true_vs_wrong_identity_lve", "true_vs_mean_identity_lve"):
+        if key in summary:
+            lines.append(f"| {key.replace('_', ' ')} | {summary[key]} |")
+    if ident.get("top1") is not None:
+        lines.append(f"| identity from {ident['seconds']:g} s of audio, top-1 "
+                     f"(n={ident['n']}, chance {ident['chance']:.3f}) | {ident['top1']:.3f} |")
+    first = next(iter(results["rows"].values()), {})
+    masks = next(iter(first.values()), {}).get("masks", {})
+    if masks:
+        lines += ["", f"Masks: {masks.get('lip')}, {masks.get('upper_face')}."]
+    return "\n".join(lines)

@@ -101,8 +101,24 @@ def main(argv: list[str] | None = None) -> int:
         "bytes": (out / "default.safetensors").stat().st_size,
     }
     (out / "default.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    _write_results_table(json.loads(eval_json.read_text()), manifest)
     print(f"shipped {out / 'default.safetensors'} ({manifest['bytes'] / 1e6:.1f} MB)")
     return 0
+
+
+def _write_results_table(results: dict[str, Any], manifest: dict[str, Any]) -> None:
+    """Replace the results section of models/README.md with this run's table."""
+    from models.evaluate import markdown_table
+
+    readme = REPO / "models" / "README.md"
+    text = readme.read_text()
+    head, marker, _ = text.partition("## Results")
+    if not marker:
+        return
+    body = (f"## Results\n\nFrom `make train-default` at commit {manifest['commit'][:10]} "
+            f"(seed {manifest['seed']}, preset {manifest['preset']}); `weights/default.json` has "
+            f"the commands and timings.\n\n{markdown_table(results)}\n")
+    readme.write_text(head + body)
 
 
 if __name__ == "__main__":
