@@ -256,9 +256,16 @@ def test_webrtc_mic_streams_frames_and_screenshot(env: dict[str, Any]) -> None:
     # Frames over a whole loop of the fake mic's file (about 8 s): speech and pauses.
     _wait(page, "window.__talker.framesReceived >= 270", 40, "270 frames over WebRTC")
     # The screenshot mid-word: the mic is loud now, the HUD shows live numbers.
-    page.wait_for_function("(() => { const l = window.__talker.micLevel; "
-                           "return l.length && l[l.length - 1].db > -30 })()",
-                           timeout=10000, polling=50)
+    # Mid-word: with the trained model, wait for a shown frame with the lips apart (> 6 mm);
+    # the random model's lips do not follow speech, so then wait for loud mic audio instead.
+    if env["trained"]:
+        page.wait_for_function("(() => { const s = window.__talker.lipSpread; "
+                               "return s.length && s[s.length - 1].mouth > 0.006 })()",
+                               timeout=15000, polling=20)
+    else:
+        page.wait_for_function("(() => { const l = window.__talker.micLevel; "
+                               "return l.length && l[l.length - 1].db > -30 })()",
+                               timeout=10000, polling=50)
     SCREENSHOT.parent.mkdir(exist_ok=True)
     page.screenshot(path=str(SCREENSHOT))
     hud = {k: page.text_content(f"#hud-{k}") for k in ("fps", "latency", "server-latency")}
