@@ -510,6 +510,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                        help="serve an untrained default-size model (talker serve --random-model)")
     model.add_argument("--tiny", action="store_true",
                        help="serve the tiny random model (saved to a temp checkpoint)")
+    p.add_argument("--server-threads", type=int,
+                   help="torch threads of the server's inference worker (talker serve --threads)")
     p.add_argument("--streams", type=parse_ints, help="ladder, e.g. 1,2,4 (default 1,2,4,8,16,32;"
                                                         " quick 1,2)")
     p.add_argument("--webrtc", type=parse_ints,
@@ -579,11 +581,10 @@ def main(argv: list[str] | None = None) -> int:
     elif args.device != "cpu":
         raise BenchError("`talker serve` has no --device option yet, so the server runs on the "
                          "CPU; drop --device cuda (see benchmarks/README.md)")
-    if "--threads" in help_text:
-        extra += ["--threads", str(threads)]
-        server_threads: Any = threads
-    else:  # the inference engine sets all cores itself (EngineConfig.torch_threads = 0)
-        server_threads = f"engine default: all cores ({os.cpu_count()})"
+    # The server's inference threads: --server-threads, else the server's own default (1).
+    server_threads: Any = args.server_threads if args.server_threads else "server default (1)"
+    if args.server_threads:
+        extra += ["--threads", str(args.server_threads)]
     print(f"server torch threads: {server_threads}", flush=True)
     info = machine_info(args.device, threads)
     print_machine(info)
