@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import fractions
 import math
 import os
 import resource
@@ -36,7 +35,6 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from bisect import bisect_right
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,8 +64,6 @@ from benchmarks.common import (
 
 LADDER = (1, 2, 4, 8, 16, 32)
 WEBRTC_LADDER = (1, 4)
-RTC_RATE = 48000
-RTC_FRAME = 960  # 20 ms at 48 kHz, what browsers send
 DEFAULT_CHECKPOINT = REPO / "models" / "weights" / "default.safetensors"
 
 
@@ -255,53 +251,6 @@ async def ws_session(url: str, audio: np.ndarray, delay_s: float, timeout_s: flo
     return out
 
 
-def _rtc_track(audio_48k: np.ndarray) -> Any:
-    """An aiortc audio track that plays ``audio_48k`` as mono s16 20 ms frames in real time and
-    records when each frame was handed over (audio time -> monotonic time)."""
-    import av
-    from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
-
-    class PacedTrack(MediaStreamTrack):
-        kind = "audio"
-
-        def __init__(self) -> None:
-            super().__init__()
-            n = math.ceil(audio_48k.size / RTC_FRAME) * RTC_FRAME
-            pcm = np.pad(audio_48k, (0, n - audio_48k.size))
-            self.pcm = np.clip(np.round(pcm * 32768.0), -32768, 32767).astype(np.int16)
-            self.index = 0
-            self.start: float | None = None
-            self.sent_audio_t: list[float] = []
-            self.sent_at: list[float] = []
-            self.done = asyncio.Event()
-
-        async def recv(self) -> av.AudioFrame:
-            if self.index * RTC_FRAME >= self.pcm.size:
-                self.done.set()
-                self.stop()
-                raise MediaStreamError
-            if self.start is None:
-                self.start = time.monotonic()
-            delay = self.start + self.index * RTC_FRAME / RTC_RATE - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            chunk = self.pcm[self.index * RTC_FRAME:(self.index + 1) * RTC_FRAME]
-            frame = av.AudioFrame.from_ndarray(chunk[None], format="s16", layout="mono")
-            frame.sample_rate = RTC_RATE
-            frame.pts = self.index * RTC_FRAME
-            frame.time_base = fractions.Fraction(1, RTC_RATE)
-            self.sent_audio_t.append(self.index * RTC_FRAME / RTC_RATE)
-            self.sent_at.append(time.monotonic())
-            self.index += 1
-            return frame
-
-        def sent_time(self, audio_t: float) -> float | None:
-            i = bisect_right(self.sent_audio_t, audio_t) - 1
-            return self.sent_at[i] if i >= 0 else None
-
-    return PacedTrack()
-
-
 async def webrtc_session(url: str, audio: np.ndarray, delay_s: float,
                          timeout_s: float) -> Outcome:
     from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
@@ -309,13 +258,14 @@ async def webrtc_session(url: str, audio: np.ndarray, delay_s: float,
     from realtime import protocol as proto
     from realtime.audio import resample
     from realtime.client import ClientError, StreamOptions, open_session
+    from realtime.webrtc import RTC_RATE_HZ, PacedAudioTrack
 
     out = Outcome(expected=math.ceil(audio.size * FPS / SAMPLE_RATE))
     await asyncio.sleep(delay_s)
-    track = _rtc_track(resample(audio, SAMPLE_RATE, RTC_RATE))
+    track = PacedAudioTrack(resample(audio, SAMPLE_RATE, RTC_RATE_HZ))
     started = time.monotonic()
     try:
-        ws, _ = await open_session(url, StreamOptions(keep_vertices=False), RTC_RATE,
+        ws, _ = await open_session(url, StreamOptions(keep_vertices=False), RTC_RATE_HZ,
                                    audio="webrtc")
     except ClientError as exc:
         out.error = f"ClientError: {exc}"

@@ -7,8 +7,9 @@ the same folder when those checkpoints exist). Every row is timed the same way: 
 ``Talker.stream_step(states, 30)`` call, which runs the audio encoder and every sampling step for
 all B streams in one batched pass (what the server's inference worker does for a 1-s hop). One
 warm-up call, then ``--repeats`` timed calls (each on fresh streams), p50/p95/p99 in ms. Quality is
-LVE / FDD / MVE of ``Talker.generate`` on the corpus's ``test`` split (``models.evaluate._run``,
-own identity), ``--max-utterances`` of them. Writes JSON and a PNG plot, prints a table.
+LVE / FDD / MVE of ``Talker.generate`` on the corpus's ``test`` split
+(``models.train.evaluate_talker``, own identity), ``--max-utterances`` of them. Writes JSON and
+a PNG plot, prints a table.
 
     python -m benchmarks.sampler                       # runs/default teacher and the default model
     python -m benchmarks.sampler --quick               # ~15 s: tiny random model, batch 1 and 8
@@ -184,9 +185,9 @@ def time_windows(model: Any, row: Row, batch: int, audio: list[np.ndarray], repe
 
 
 def quality(model: Any, row: Row, clips: list[Any], seed: int) -> dict[str, Any]:
-    from models.evaluate import _run
+    from models.train import evaluate_talker
 
-    m = _run(model, clips, row.steps, row.sampler, "own", seed)
+    m = evaluate_talker(model, clips, row.steps, seed, sampler=row.sampler)
     return {"lve": m["lve"], "fdd": m["fdd"], "mve": m["mve"], "n_utterances": len(clips),
             "split": "test"}
 

@@ -38,12 +38,6 @@ class EvalConfig:
     timing_repeats: int = 10
 
 
-def _run(talker: Talker, clips: list[Clip], steps: int | None, sampler: str | None,
-         identity: str, seed: int) -> dict[str, Any]:
-    """Metrics of ``talker.generate`` on clips. identity: "own", "mean" or "wrong"."""
-    return evaluate_talker(talker, clips, steps, seed, identity=identity, sampler=sampler)
-
-
 def identity_accuracy(talker: Talker, clips: list[Clip]) -> dict[str, Any]:
     known = [c for c in clips if c.talker in talker.identities]
     hits = 0
@@ -84,23 +78,23 @@ def evaluate_checkpoint(path: Path, dataset: Any, config: EvalConfig = EvalConfi
     rows: dict[str, dict[str, Any]] = {}
     timing: dict[str, Any] = {}
     label = f"checkpoint_{model.config.sampler}{own_steps}"
-    rows[label] = {s: _run(model, clips, None, None, "own", config.seed)
+    rows[label] = {s: evaluate_talker(model, clips, seed=config.seed)
                    for s, clips in splits.items() if clips}
     timing[label] = window_time_ms(model, None, None, config.timing_repeats)
     if config.teacher:
         teacher = Talker.from_checkpoint(Path(config.teacher))
         n_train = teacher.config.schedule.n_train_steps
-        rows[f"teacher_ddpm{n_train}"] = {s: _run(teacher, clips, n_train, "ddpm", "own",
-                                                  config.seed)
+        rows[f"teacher_ddpm{n_train}"] = {s: evaluate_talker(teacher, clips, n_train, config.seed,
+                                                             sampler="ddpm")
                                           for s, clips in splits.items() if clips}
         timing[f"teacher_ddpm{n_train}"] = window_time_ms(teacher, n_train, "ddpm", 2)
         for steps in config.steps or (own_steps,):
             key = f"teacher_ddim{steps}"
-            rows[key] = {s: _run(teacher, clips, steps, "ddim", "own", config.seed)
+            rows[key] = {s: evaluate_talker(teacher, clips, steps, config.seed, sampler="ddim")
                          for s, clips in splits.items() if clips}
             timing[key] = window_time_ms(teacher, steps, "ddim", config.timing_repeats)
     test = splits["test"]
-    personal = {ident: _run(model, test, None, None, ident, config.seed)["lve"]
+    personal = {ident: evaluate_talker(model, test, seed=config.seed, identity=ident)["lve"]
                 for ident in ("own", "mean", "wrong")} if test else {}
     results = {
         "checkpoint": str(path),

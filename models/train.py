@@ -107,7 +107,7 @@ def coeff_stats(clips: list[Clip]) -> tuple[np.ndarray, np.ndarray]:
     return c.mean(0).astype(np.float32), std.astype(np.float32)
 
 
-FPS_MARGIN = 30  # frames of spare context in an augmentation crop
+CROP_MARGIN_FRAMES = 30  # spare context in an augmentation crop (1 s at 30 fps)
 
 
 class WindowSampler:
@@ -129,9 +129,10 @@ class WindowSampler:
         if self.augment is not None:
             # Augment only a crop around the window (with 1 s to spare for speed and inserted
             # pauses): augmenting whole utterances cost more than the training step itself.
-            span = left + self.W + right + FPS_MARGIN
+            span = left + self.W + right + CROP_MARGIN_FRAMES
             c0 = 0 if at_start else int(rng.integers(0, max(1, len(coeffs) - span + 1)))
-            s0, s1 = c0 * 16000 // 30, (c0 + span) * 16000 // 30
+            sr, fps = self.features.sample_rate_hz, self.features.fps
+            s0, s1 = c0 * sr // fps, (c0 + span) * sr // fps
             audio, coeffs = augment(audio[s0:s1], coeffs[c0:c0 + span], rng, self.augment)
             lo = 0 if c0 == 0 else left  # a crop's left context must lie inside the crop
         else:

@@ -310,22 +310,6 @@ def _add_animate(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_animate)
 
 
-# --------------------------------------------------------------------------------------- default
-def _cmd_run_default(args: argparse.Namespace) -> int:
-    """What ``make run`` starts."""
-    from models.corpus import CorpusConfig, generate_corpus
-    from models.preview import render_preview
-
-    out = Path("out/demo_corpus")
-    print("diffusion-talker: the server is not built yet; generating a small demo corpus instead.")
-    generate_corpus(CorpusConfig(talkers=4, utterances=3, seed=1), out, workers=2, progress=True)
-    png = Path("out/demo_preview.png")
-    first = sorted((out / "wav").glob("*.wav"))[0].stem
-    render_preview(out, first, png)
-    print(f"corpus: {out}  preview: {png}")
-    return 0
-
-
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="talker", description="diffusion-talker: speech in, streaming 3D face motion out"
@@ -338,10 +322,6 @@ def _build_parser() -> argparse.ArgumentParser:
     ]
     for add in adders:
         add(sub)
-    p = sub.add_parser("run-default", help="what `make run` starts")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8765)
-    p.set_defaults(func=_cmd_run_default)
     return parser
 
 

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import secrets
 import signal
 import time
-from collections.abc import Coroutine, Iterable
-from dataclasses import dataclass, field, replace
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
@@ -90,7 +89,6 @@ class _Connection:
     # Last sign of life from the client: a message, or WebRTC audio (which bypasses /ws).
     last_activity_s: float = field(default_factory=time.monotonic)
     frames_sent: int = 0
-    resample_rate: int = 0
     helpers: set[asyncio.Task[None]] = field(default_factory=set)  # e.g. identity picking
 
 
@@ -348,7 +346,6 @@ class TalkerServer:
         if hello.sample_rate != self.session_config.sample_rate_hz:
             conn.resampler = StreamingResampler(hello.sample_rate,
                                                 self.session_config.sample_rate_hz)
-            conn.resample_rate = hello.sample_rate
         self.engine.open_stream(conn.session_id, conn.seed)
         template, faces, vertex_count, names = self._ready_msg_parts
         conn.protocol.send(
@@ -372,9 +369,8 @@ class TalkerServer:
         if session is None or session.ended:
             return
         if rate != self.session_config.sample_rate_hz:
-            if conn.resampler is None or conn.resample_rate != rate:
+            if conn.resampler is None or conn.resampler.in_rate_hz != rate:
                 conn.resampler = StreamingResampler(rate, self.session_config.sample_rate_hz)
-                conn.resample_rate = rate
             samples = conn.resampler.push(samples)
         now = time.monotonic()
         conn.last_activity_s = now
@@ -475,9 +471,13 @@ class TalkerServer:
                 next_stats = time.monotonic() + self.config.stats_interval_s
                 continue
             now = time.monotonic()
-            for frame in session.drain_frames(now):
-                conn.protocol.send(self._frame_message(frame, hello))
-                conn.frames_sent += 1
+            frames = session.drain_frames(now)
+            if frames:
+                # One matmul through the basis for every frame of this drain.
+                vertices = self.model.rig_vertices(np.stack([f.coeffs for f in frames]))
+                for frame, frame_vertices in zip(frames, vertices, strict=True):
+                    conn.protocol.send(self._frame_message(frame, frame_vertices, hello))
+                conn.frames_sent += len(frames)
             if now >= next_stats:
                 conn.protocol.send(proto.Stats(**session.stats(now)))
                 next_stats = now + self.config.stats_interval_s
@@ -486,8 +486,9 @@ class TalkerServer:
             if not await self._flush(conn):
                 return
 
-    def _frame_message(self, frame: Any, hello: proto.Hello) -> proto.Frame:
-        vertices = self.model.rig_vertices(frame.coeffs[None])[0]  # (V, 3) metres
+    def _frame_message(self, frame: Any, vertices: np.ndarray, hello: proto.Hello,
+                       ) -> proto.Frame:
+        """``vertices``: (V, 3) metres, the frame's coefficients through the basis."""
         dtype = "<f2" if hello.format == "f16" else "<f4"
         weights = None
         if hello.weights and self._weights_index is not None:
@@ -568,15 +569,3 @@ def mesh_faces(basis: Any, vertex_count: int) -> np.ndarray:
 
 def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.0f}"
-
-
-def with_overrides(config: ServerConfig, **changes: Any) -> ServerConfig:
-    return replace(config, **{k: v for k, v in changes.items() if v is not None})
-
-
-def origins(values: Iterable[str] | None) -> tuple[str, ...]:
-    return tuple(values or ())
-
-
-def dump_health(server: TalkerServer) -> str:
-    return json.dumps(server.health(), sort_keys=True)

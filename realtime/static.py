@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import mimetypes
-from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
@@ -87,5 +86,3 @@ def serve_file(roots: StaticRoots, url_path: str) -> Response:
     )
     return response(HTTPStatus.OK, path.read_bytes(), content_type)
 
-
-HealthFn = Callable[[], dict[str, object]]

@@ -9,14 +9,22 @@ its sample rate. The session core resamples it to 16 kHz like any other input.
 from __future__ import annotations
 
 import asyncio
+import bisect
+import fractions
 import logging
+import math
+import time
 from collections.abc import Callable
 
+import av
 import numpy as np
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 log = logging.getLogger(__name__)
+
+RTC_RATE_HZ = 48000  # what browsers send
+RTC_FRAME_SAMPLES = 960  # 20 ms at 48 kHz
 
 AudioSink = Callable[[np.ndarray, int], None]  # (mono float32 samples, sample_rate_hz)
 
@@ -100,3 +108,51 @@ class WebRtcIngest:
 
     async def _on_state(self) -> None:
         log.debug("webrtc connection state %s", self._pc.connectionState)
+
+
+class PacedAudioTrack(MediaStreamTrack):
+    """Client side: plays a mono float32 48 kHz signal as s16 20 ms frames (``channels`` copies,
+    as a browser's stereo mic would), paced in real time, then ends and sets ``done``.
+    Records when each frame was handed over, so a frame's ``t`` maps to its send time."""
+
+    kind = "audio"
+
+    def __init__(self, audio_48k: np.ndarray, channels: int = 1) -> None:
+        super().__init__()
+        n = math.ceil(audio_48k.size / RTC_FRAME_SAMPLES) * RTC_FRAME_SAMPLES
+        pcm = np.pad(np.asarray(audio_48k, np.float32), (0, n - audio_48k.size))
+        self._pcm = np.clip(np.round(pcm * 32768.0), -32768, 32767).astype(np.int16)
+        self._channels = channels
+        self._index = 0
+        self._start: float | None = None
+        self._sent_audio_t: list[float] = []
+        self._sent_at: list[float] = []
+        self.done = asyncio.Event()
+
+    async def recv(self) -> av.AudioFrame:
+        first = self._index * RTC_FRAME_SAMPLES
+        if first >= self._pcm.size:
+            self.done.set()
+            self.stop()
+            raise MediaStreamError
+        if self._start is None:
+            self._start = time.monotonic()
+        delay = self._start + first / RTC_RATE_HZ - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        chunk = self._pcm[first : first + RTC_FRAME_SAMPLES]
+        packed = np.repeat(chunk, self._channels).reshape(1, -1)  # interleaved
+        layout = "mono" if self._channels == 1 else "stereo"
+        frame = av.AudioFrame.from_ndarray(packed, format="s16", layout=layout)
+        frame.sample_rate = RTC_RATE_HZ
+        frame.pts = first
+        frame.time_base = fractions.Fraction(1, RTC_RATE_HZ)
+        self._sent_audio_t.append(first / RTC_RATE_HZ)
+        self._sent_at.append(time.monotonic())
+        self._index += 1
+        return frame
+
+    def sent_time(self, audio_t: float) -> float | None:
+        """Monotonic time the frame holding audio time ``audio_t`` was handed over."""
+        i = bisect.bisect_right(self._sent_audio_t, audio_t) - 1
+        return self._sent_at[i] if i >= 0 else None

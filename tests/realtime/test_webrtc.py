@@ -4,20 +4,16 @@
 from __future__ import annotations
 
 import asyncio
-import fractions
-import math
-import time
 
 import av
 import numpy as np
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
-from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from realtime import protocol as proto
 from realtime.audio import resample
 from realtime.client import StreamOptions, open_session
-from realtime.webrtc import frame_to_mono
+from realtime.webrtc import PacedAudioTrack, frame_to_mono
 from tests.realtime.conftest import ws_url
 
 RTC_RATE = 48000
@@ -44,45 +40,13 @@ def test_frame_to_mono_downmixes_packed_and_planar(fmt):
     np.testing.assert_allclose(mono, (left + right) / 2, atol=1e-4)
 
 
-class ArrayAudioTrack(MediaStreamTrack):
-    """Plays a mono float32 signal as 48 kHz stereo s16 20 ms frames, paced in real time,
-    then ends (``done`` is set)."""
-
-    kind = "audio"
-
-    def __init__(self, audio_48k: np.ndarray) -> None:
-        super().__init__()
-        n = math.ceil(audio_48k.size / FRAME_SAMPLES) * FRAME_SAMPLES
-        self._audio = np.pad(audio_48k, (0, n - audio_48k.size))
-        self._index = 0
-        self._start: float | None = None
-        self.done = asyncio.Event()
-
-    async def recv(self) -> av.AudioFrame:
-        if self._index * FRAME_SAMPLES >= self._audio.size:
-            self.done.set()
-            self.stop()
-            raise MediaStreamError
-        if self._start is None:
-            self._start = time.monotonic()
-        delay = self._start + self._index * FRAME_SAMPLES / RTC_RATE - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        chunk = self._audio[self._index * FRAME_SAMPLES : (self._index + 1) * FRAME_SAMPLES]
-        frame = stereo_frame(chunk, chunk, "s16")
-        frame.pts = self._index * FRAME_SAMPLES
-        frame.time_base = fractions.Fraction(1, RTC_RATE)
-        self._index += 1
-        return frame
-
-
 async def test_webrtc_session_streams_frames_and_ends_with_the_track(make_server, speech):
     # idle_timeout_s below the audio's length: WebRTC audio counts as activity, though no
     # /ws message comes between the offer and the end
     server = await make_server(idle_timeout_s=1.0)
     ws, ready = await open_session(ws_url(server), StreamOptions(), RTC_RATE, audio="webrtc")
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))  # host candidates only: offline
-    track = ArrayAudioTrack(resample(speech.audio, speech.rate, RTC_RATE))
+    track = PacedAudioTrack(resample(speech.audio, speech.rate, RTC_RATE), channels=2)
     sender = pc.addTrack(track)
     frames: list[proto.Frame] = []
     end: proto.ServerEnd | None = None
