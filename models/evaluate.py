@@ -3,7 +3,8 @@
 For a checkpoint (usually the distilled student) and optionally its teacher, on the corpus's
 ``test`` utterances (training talkers) and ``heldout_talker`` utterances (unseen talkers):
 - LVE / FDD / MVE of the checkpoint at its own steps, of the teacher at all its training steps
-  (DDPM, the many-step reference) and of the teacher under plain DDIM at each step count asked;
+  (DDPM, the many-step reference), of the teacher under plain DDIM at each step count asked, and
+  of a deterministic regression baseline (same network, no diffusion) when one is given;
 - personalisation: LVE with the true identity, the mean identity and a wrong one (the next
   training talker in bank order);
 - identity picked from the first 3 s of audio: top-1 accuracy over test utterances;
@@ -23,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.talker import Talker
+from models.talker import ModelError, Talker
 from models.train import Clip, evaluate_talker, load_clips
 
 PICK_SECONDS = 3.0
@@ -34,6 +35,7 @@ class EvalConfig:
     max_utterances: int = 40  # per split: the table is about trends, generation is not free
     steps: tuple[int, ...] = ()  # teacher DDIM step counts; () = (the checkpoint's steps,)
     teacher: str | None = None  # teacher checkpoint for the all-steps and DDIM rows
+    baseline: str | None = None  # regression checkpoint (``talker train --objective regression``)
     seed: int = 0
     timing_repeats: int = 10
 
@@ -71,6 +73,10 @@ def window_time_ms(talker: Talker, steps: int | None, sampler: str | None,
 def evaluate_checkpoint(path: Path, dataset: Any, config: EvalConfig = EvalConfig(),
                         ) -> dict[str, Any]:
     model = Talker.from_checkpoint(path)
+    baseline = Talker.from_checkpoint(Path(config.baseline)) if config.baseline else None
+    if baseline is not None and not baseline.is_regression:  # fail before the long work
+        raise ModelError(f"{config.baseline} is not a regression checkpoint "
+                         "(train it with --objective regression)")
     ids = tuple(model.identities)
     splits = {name: load_clips(dataset, name, ids)[: config.max_utterances]
               for name in ("test", "heldout_talker")}
@@ -93,6 +99,10 @@ def evaluate_checkpoint(path: Path, dataset: Any, config: EvalConfig = EvalConfi
             rows[key] = {s: evaluate_talker(teacher, clips, steps, config.seed, sampler="ddim")
                          for s, clips in splits.items() if clips}
             timing[key] = window_time_ms(teacher, steps, "ddim", config.timing_repeats)
+    if baseline is not None:
+        rows["regression"] = {s: evaluate_talker(baseline, clips, seed=config.seed)
+                              for s, clips in splits.items() if clips}
+        timing["regression"] = window_time_ms(baseline, None, None, config.timing_repeats)
     test = splits["test"]
     personal = {ident: evaluate_talker(model, test, seed=config.seed, identity=ident)["lve"]
                 for ident in ("own", "mean", "wrong")} if test else {}

@@ -1,6 +1,7 @@
 """``make train-default``: reproduce the shipped default model from nothing but this repo.
 
-corpus (seed) -> teacher (train, seed) -> 8-step student (progressive distillation) -> eval ->
+corpus (seed) -> teacher and regression baseline (trained side by side, one thread each: the
+2-core machine) -> 8-step student (progressive distillation) -> eval ->
 ``models/weights/default.safetensors`` + ``models/weights/default.json`` (the manifest: every
 command, seed, commit, timing and metric). Each stage is skipped when its output exists, so an
 interrupted run resumes.
@@ -33,13 +34,22 @@ def _git_commit() -> str:
         return "unknown"
 
 
-def _talker(*args: str) -> float:
-    """Run one ``talker`` subcommand in this interpreter; returns its wall time in seconds."""
-    cmd = [sys.executable, "-m", "realtime", *args]
-    print("+ talker " + " ".join(args), flush=True)
+def _talker(*commands: tuple[str, ...]) -> list[float]:
+    """Run ``talker`` subcommands side by side in this interpreter; returns each one's wall time
+    in seconds. Fails (after all have ended) if any of them failed."""
     start = time.monotonic()
-    subprocess.run(cmd, cwd=REPO, check=True)
-    return round(time.monotonic() - start, 1)
+    procs = []
+    for args in commands:
+        print("+ talker " + " ".join(args), flush=True)
+        procs.append(subprocess.Popen([sys.executable, "-m", "realtime", *args], cwd=REPO))
+    seconds, failed = [], []
+    for args, proc in zip(commands, procs, strict=True):
+        if proc.wait() != 0:
+            failed.append(f"talker {' '.join(args)} (exit {proc.returncode})")
+        seconds.append(round(time.monotonic() - start, 1))
+    if failed:
+        raise SystemExit("failed: " + "; ".join(failed))
+    return seconds
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,26 +69,38 @@ def main(argv: list[str] | None = None) -> int:
     seed = str(args.seed)
     commands: list[dict[str, Any]] = []
 
+    def stages(*todo: tuple[str, Path, tuple[str, ...]]) -> None:
+        """Run (name, output, command) stages side by side; a stage whose output exists is
+        skipped."""
+        entries = [{"stage": name, "command": "talker " + " ".join(cmd)} for name, _, cmd in todo]
+        run = [i for i, (_, done, _) in enumerate(todo) if not done.exists()]
+        for i, (_, done, _) in enumerate(todo):
+            if i not in run:
+                entries[i]["skipped"] = f"{done} exists"
+        for i, s in zip(run, _talker(*(todo[i][2] for i in run)), strict=True):
+            entries[i]["seconds"] = s
+        commands.extend(entries)
+
     def stage(name: str, done: Path, *cmd: str) -> None:
-        entry: dict[str, Any] = {"stage": name, "command": "talker " + " ".join(cmd)}
-        if done.exists():
-            entry["skipped"] = f"{done} exists"
-        else:
-            entry["seconds"] = _talker(*cmd)
-        commands.append(entry)
+        stages((name, done, cmd))
 
     stage("corpus", corpus / "corpus.json", "corpus", "--out", str(corpus), "--talkers",
           str(args.talkers), "--utterances", str(args.utterances), "--seed", seed, "--quiet")
-    stage("train", teacher_dir / "talker.safetensors", "train", "--data", str(corpus), "--out",
-          str(teacher_dir), "--preset", args.preset, "--seed", seed, "--quiet")
+    baseline_dir = work / "regression"
+    train = ("train", "--data", str(corpus), "--preset", args.preset, "--seed", seed,
+             "--threads", "1", "--quiet")
+    stages(("train", teacher_dir / "talker.safetensors", (*train, "--out", str(teacher_dir))),
+           ("baseline", baseline_dir / "talker.safetensors",
+            (*train, "--out", str(baseline_dir), "--objective", "regression")))
     n = str(args.student_steps)
     student = student_dir / f"student_{n}.safetensors"
     stage("distill", student, "distill", "--teacher", str(teacher_dir / "talker.safetensors"),
           "--data", str(corpus), "--out", str(student_dir), "--steps", n, "--preset",
-          args.preset, "--seed", seed, "--quiet")
+          args.preset, "--seed", seed, "--threads", "2", "--quiet")
     eval_json = work / "eval.json"
     stage("eval", eval_json, "eval", "--checkpoint", str(student), "--teacher",
-          str(teacher_dir / "talker.safetensors"), "--steps", "64", "--steps", n, "--data",
+          str(teacher_dir / "talker.safetensors"), "--baseline",
+          str(baseline_dir / "talker.safetensors"), "--steps", "64", "--steps", n, "--data",
           str(corpus), "--json", str(eval_json))
 
     out = Path(args.out)

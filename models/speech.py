@@ -82,6 +82,11 @@ class VoiceSpec:
     word_gap_10ms: int = 0  # extra pause between words, in units of 10 ms
 
     @property
+    def timbre(self) -> tuple[str, str | None]:
+        """What talkers who "share a voice" share: the espeak voice and variant."""
+        return self.voice, self.variant
+
+    @property
     def espeak_name(self) -> str:
         return self.voice + (f"+{self.variant}" if self.variant else "")
 

@@ -52,6 +52,8 @@ __all__ = ["ModelError", "Basis", "ModelSize", "LossConfig", "TalkerConfig", "Tr
 
 # ----------------------------------------------------------------------------- configuration
 
+OBJECTIVES = ("diffusion", "regression")
+
 @dataclass(frozen=True)
 class ModelSize:
     """The size knobs a training preset chooses; TalkerConfig.build fills in the rest."""
@@ -61,7 +63,7 @@ class ModelSize:
     dilations: tuple[int, ...] = (1, 2, 4, 8)
     lookahead_frames: int = 3  # 100 ms: part of the latency floor (DESIGN §6)
     hidden: int = 256
-    n_layers: int = 2
+    n_layers: int = 1  # one GRU layer: 8 steps of a 1-s window in ~23 ms on one thread (2: ~37)
     identity_dim: int = 64
     joint_dim: int = 64
     time_dim: int = 64
@@ -89,12 +91,17 @@ class TalkerConfig:
     sampler: str = "ddim"  # "ddim" or "ddpm"; the default for generate/new_stream
     sampler_steps: int = 64  # 64 for the respaced teacher, 8 for the distilled student
     loss: LossConfig = field(default_factory=LossConfig)
+    # "diffusion", or "regression": the deterministic baseline of the results table (same
+    # network, trained and run as one step from x_T = 0 at the noisiest t: audio -> motion).
+    objective: str = "diffusion"
 
     @staticmethod
     def build(size: ModelSize, coeff_names: tuple[str, ...], identities: tuple[str, ...],
               features: FeatureConfig | None = None, schedule: ScheduleConfig | None = None,
               sampler: str = "ddim", sampler_steps: int = 64,
-              loss: LossConfig | None = None) -> TalkerConfig:
+              loss: LossConfig | None = None, objective: str = "diffusion") -> TalkerConfig:
+        if objective not in OBJECTIVES:
+            raise ModelError(f"unknown objective {objective!r}: use one of {OBJECTIVES}")
         fc, sc = features or FeatureConfig(), schedule or ScheduleConfig()
         return TalkerConfig(
             features=fc,
@@ -105,7 +112,8 @@ class TalkerConfig:
             identity=IdentityConfig(len(identities), size.identity_dim, size.audio_dim,
                                     size.joint_dim),
             schedule=sc, identities=tuple(identities), coeff_names=tuple(coeff_names),
-            sampler=sampler, sampler_steps=sampler_steps, loss=loss or LossConfig())
+            sampler=sampler, sampler_steps=1 if objective == "regression" else sampler_steps,
+            loss=loss or LossConfig(), objective=objective)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -229,7 +237,14 @@ class Talker(nn.Module):
     def denormalize(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.coeff_std + self.coeff_mean
 
+    @property
+    def is_regression(self) -> bool:
+        return self.config.objective == "regression"
+
     def steps(self, n_steps: int | None = None) -> Steps:
+        """The sampling grid: ``n_steps`` (default the config's); a regression model has one."""
+        if self.is_regression:
+            return respace(self.alpha_bar, 1)
         return respace(self.alpha_bar, n_steps or self.config.sampler_steps)
 
     # -- prediction
@@ -259,15 +274,20 @@ class Talker(nn.Module):
     def loss(self, batch: TrainBatch, generator: torch.Generator | None = None,
              t: torch.Tensor | None = None, noise: torch.Tensor | None = None,
              ) -> dict[str, torch.Tensor]:
-        """Diffusion training loss of one batch: {"loss": weighted total, and each term}."""
+        """Training loss of one batch (diffusion, or the regression baseline):
+        {"loss": weighted total, and each term}."""
         x0 = self.normalize(batch.coeffs)  # (B, W, K)
         B = x0.shape[0]
-        if t is None:
-            t = torch.randint(0, len(self.alpha_bar), (B,), generator=generator)
-        if noise is None:
-            noise = torch.randn(x0.shape, generator=generator)
-        ab = self.alpha_bar[t].float()[:, None, None]  # (B, 1, 1)
-        x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * noise
+        if self.is_regression:  # one deterministic step: x_t = 0 at the noisiest t
+            t = torch.full((B,), len(self.alpha_bar) - 1)
+            x_t = torch.zeros_like(x0)
+        else:
+            if t is None:
+                t = torch.randint(0, len(self.alpha_bar), (B,), generator=generator)
+            if noise is None:
+                noise = torch.randn(x0.shape, generator=generator)
+            ab = self.alpha_bar[t].float()[:, None, None]  # (B, 1, 1)
+            x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * noise
         audio = self.encode_audio(batch.features)  # (B, W, A)
         ident = self.identity.vectors(batch.talker)  # (B, D)
         drop = torch.rand(B, generator=generator) < self.config.loss.identity_dropout
@@ -329,7 +349,7 @@ class Talker(nn.Module):
     def new_stream(self, seed: int = 0, steps: int | None = None,
                    sampler: str | None = None) -> StreamState:
         """A fresh session; nothing is computed until audio arrives."""
-        sampler = sampler or self.config.sampler
+        sampler = "ddim" if self.is_regression else sampler or self.config.sampler
         if sampler not in ("ddim", "ddpm"):
             raise ModelError(f"unknown sampler {sampler!r}: use 'ddim' or 'ddpm'")
         grid = self.steps(steps)
@@ -415,6 +435,8 @@ class Talker(nn.Module):
         audio (B, n, A); identity (B, D) or (B, n, D) -> normalised x0 (B, n, K)."""
         K, S = self.config.denoiser.n_coeffs, len(proto.steps)
         x_T = torch.stack([torch.from_numpy(frame_noise(s.rng_x, n, K)) for s in states])
+        if self.is_regression:
+            x_T = torch.zeros_like(x_T)  # still drawn, so the noise stream stays per frame
         gru = torch.stack([s.gru for s in states], dim=2)  # (S, L, B, H)
         new_gru = gru.clone()
         calls = [0]

@@ -1,7 +1,12 @@
 """Talkers: a voice plus a talking style, and the animation of phones into ARKit weight curves.
 
-Several talkers share one ``VoiceSpec`` on purpose (DESIGN §4): the style must not be readable
-from the voice, otherwise personalisation would show nothing that the audio did not already say.
+Several talkers share one voice on purpose (DESIGN §4): the same espeak voice and variant, i.e.
+the same timbre, so that the style cannot be read off the voice alone; otherwise personalisation
+would show nothing that the audio did not already say. Like people who sound alike, each talker
+keeps personal speaking habits on top of the shared voice: a pitch offset, a speaking rate and an
+intonation range that grows with how much the talker emphasises stressed syllables (expressive
+speakers are expressive in both voice and face). Those habits are what lets the server pick a
+talking identity from a few seconds of audio (DESIGN §2), as it would tell real people apart.
 """
 
 from __future__ import annotations
@@ -96,7 +101,34 @@ def sample_talkers(n: int, seed: int, n_voices: int | None = None,
         voices = sample_voices(n_voices or max(1, math.ceil(n * 3 / 8)), rng)
     owner = [i % len(voices) for i in range(n)]
     rng.shuffle(owner)
-    return [Talker(f"T{i:02d}", voices[owner[i]], sample_style(rng)) for i in range(n)]
+    styles = [sample_style(rng) for _ in range(n)]
+    habits = _speaking_habits(owner, [voices[o] for o in owner], styles, rng)
+    return [Talker(f"T{i:02d}", replace(voices[owner[i]], **habits[i]), styles[i])
+            for i in range(n)]
+
+
+PITCH_SPREAD = 24  # espeak pitch units between the lowest and highest talker of one voice
+RATE_SPREAD_WPM = 40  # words per minute between the slowest and fastest talker of one voice
+
+
+def _speaking_habits(owner: list[int], base: list[VoiceSpec], styles: list[TalkerStyle],
+                     rng: np.random.Generator) -> list[dict]:
+    """Per talker: pitch and rate spread evenly (in shuffled order, with jitter) around the shared
+    voice's own, and an intonation range that follows the talker's emphasis."""
+    out: list[dict] = [{} for _ in owner]
+    for v in sorted(set(owner)):
+        members = [i for i, o in enumerate(owner) if o == v]
+        k = len(members)
+        grid = np.linspace(-0.5, 0.5, k) if k > 1 else np.zeros(1)
+        pitch_order, rate_order = rng.permutation(k), rng.permutation(k)
+        for j, i in enumerate(members):
+            pitch = base[i].pitch + grid[pitch_order[j]] * PITCH_SPREAD + rng.uniform(-2, 2)
+            rate = base[i].rate_wpm + grid[rate_order[j]] * RATE_SPREAD_WPM + rng.uniform(-4, 4)
+            expressive = 30 + 100 * styles[i].emphasis_gain + rng.uniform(-5, 5)
+            out[i] = {"pitch": int(np.clip(round(pitch), 5, 95)),
+                      "rate_wpm": int(np.clip(round(rate), 120, 230)),
+                      "pitch_range": int(np.clip(round(expressive), 20, 90))}
+    return out
 
 
 # --- animation ------------------------------------------------------------------------------

@@ -53,6 +53,7 @@ class TrainConfig:
     log_every: int = 100
     train_split: str = "train"
     val_split: str = "val"
+    objective: str = "diffusion"  # or "regression": the deterministic baseline (same network)
 
     @staticmethod
     def preset(name: str) -> TrainConfig:
@@ -216,7 +217,7 @@ def train(dataset: Any, config: TrainConfig, out_dir: str | Path, seed: int = 0,
     val = load_clips(dataset, config.val_split, identities)
     mean, std = coeff_stats(clips)
     cfg = TalkerConfig.build(config.model, basis.names, identities,
-                             sampler_steps=config.sampler_steps)
+                             sampler_steps=config.sampler_steps, objective=config.objective)
     model = Talker(cfg, basis, mean, std)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     step, best = 0, math.inf

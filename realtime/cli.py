@@ -193,17 +193,27 @@ def _load_dataset(path: str):
     return TalkingFaceDataset.load(Path(path))
 
 
+def _set_threads(threads: int | None) -> None:
+    """Torch threads of a training/eval command; None keeps torch's default (all cores)."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from models.train import TrainConfig, train
 
-    config = TrainConfig.preset(args.preset)
+    _set_threads(args.threads)
+    config = replace(TrainConfig.preset(args.preset), objective=args.objective)
     if args.steps:
-        from dataclasses import replace
-
         config = replace(config, n_steps=args.steps)
     path = train(_load_dataset(args.data), config, Path(args.out), seed=args.seed,
                  progress=not args.quiet, resume=not args.no_resume)
-    print(f"teacher checkpoint: {path}")
+    print(f"{'regression baseline' if args.objective == 'regression' else 'teacher'} "
+          f"checkpoint: {path}")
     return 0
 
 
@@ -213,7 +223,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="run folder (checkpoints, log.jsonl)")
     p.add_argument("--preset", choices=("tiny", "default", "full"), default="default")
     p.add_argument("--steps", type=_positive_int, help="override the preset's step count")
+    p.add_argument("--objective", choices=("diffusion", "regression"), default="diffusion",
+                   help="regression: the deterministic baseline (same network, no diffusion)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=_positive_int, help="torch threads (default: all cores)")
     p.add_argument("--no-resume", action="store_true", help="start over even if OUT has a run")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_train)
@@ -224,6 +237,7 @@ def _cmd_distill(args: argparse.Namespace) -> int:
 
     from models.distill import DistillConfig, distill
 
+    _set_threads(args.threads)
     config = DistillConfig.preset(args.preset)
     if args.iters:
         config = replace(config, iters_per_round=args.iters)
@@ -242,6 +256,7 @@ def _add_distill(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", choices=("tiny", "default", "full"), default="default")
     p.add_argument("--iters", type=_positive_int, help="override iterations per halving round")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=_positive_int, help="torch threads (default: all cores)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_distill)
 
@@ -252,7 +267,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from models.evaluate import EvalConfig, evaluate_checkpoint
 
     config = EvalConfig(max_utterances=args.max_utterances, steps=tuple(args.steps or ()),
-                        teacher=args.teacher, seed=args.seed)
+                        teacher=args.teacher, baseline=args.baseline, seed=args.seed)
     results = evaluate_checkpoint(Path(args.checkpoint), _load_dataset(args.data), config)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(results, indent=1))
@@ -267,6 +282,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, help="corpus folder")
     p.add_argument("--json", required=True, help="output JSON path")
     p.add_argument("--teacher", help="teacher checkpoint to compare with (all steps and DDIM)")
+    p.add_argument("--baseline", help="regression checkpoint (train --objective regression)")
     p.add_argument("--steps", type=_positive_int, action="append",
                    help="DDIM step counts to evaluate the teacher at (repeatable)")
     p.add_argument("--max-utterances", type=_positive_int, default=40)

@@ -31,6 +31,9 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
            "--seed", "3", "--quiet")
     talker("train", "--data", str(root / "corpus"), "--out", str(root / "teacher"),
            "--preset", "tiny", "--seed", "0", "--quiet")
+    talker("train", "--data", str(root / "corpus"), "--out", str(root / "regression"),
+           "--preset", "tiny", "--seed", "0", "--objective", "regression", "--threads", "1",
+           "--quiet")
     talker("distill", "--teacher", str(root / "teacher" / "talker.safetensors"), "--data",
            str(root / "corpus"), "--out", str(root / "student"), "--steps", "2", "--preset",
            "tiny", "--quiet")
@@ -47,13 +50,19 @@ def test_train_distill_eval_animate(tiny_run: Path, tmp_path: Path) -> None:
     assert student.is_file()
     out = tmp_path / "eval.json"
     talker("eval", "--checkpoint", str(student), "--teacher",
-           str(tiny_run / "teacher" / "talker.safetensors"), "--steps", "2", "--data",
+           str(tiny_run / "teacher" / "talker.safetensors"), "--steps", "2", "--baseline",
+           str(tiny_run / "regression" / "talker.safetensors"), "--data",
            str(tiny_run / "corpus"), "--json", str(out), "--max-utterances", "2")
     results = json.loads(out.read_text())
     for row in results["rows"].values():
         for metrics in row.values():
             assert metrics["lve"] > 0 and "lip (" in metrics["masks"]["lip"]
-    assert {"teacher_ddpm500", "teacher_ddim2", "checkpoint_ddim2"} <= set(results["rows"])
+    assert {"teacher_ddpm500", "teacher_ddim2", "checkpoint_ddim2", "regression"} <= \
+        set(results["rows"])
+    assert results["window_1s_cpu_ms"]["regression"]["p50"] > 0
+    wrong = talker("eval", "--checkpoint", str(student), "--baseline", str(student), "--data",
+                   str(tiny_run / "corpus"), "--json", str(tmp_path / "x.json"), check=False)
+    assert wrong.returncode == 2 and "is not a regression checkpoint" in wrong.stderr
     wav = speech_wav(tmp_path / "s.wav")
     npz = tmp_path / "motion.npz"
     talker("animate", str(wav), "--out", str(npz), "--checkpoint", str(student),

@@ -64,7 +64,9 @@ def test_layout_and_frame_count(tiny: Path) -> None:
     ids = sorted(i for s in manifest["splits"].values() for i in s)
     assert ids == ["T00_U0000", "T00_U0001", "T01_U0000", "T01_U0001"]
     talkers = manifest["talkers"]
-    assert talkers[0]["voice"] == talkers[1]["voice"]  # 2 talkers, one shared voice
+    v0, v1 = talkers[0]["voice"], talkers[1]["voice"]  # 2 talkers, one shared voice ...
+    assert (v0["voice"], v0["variant"]) == (v1["voice"], v1["variant"])
+    assert (v0["pitch"], v0["rate_wpm"]) != (v1["pitch"], v1["rate_wpm"])  # ... own habits
 
 
 def test_default_plan_shares_voices_and_holds_out_talkers_and_voices() -> None:
@@ -73,7 +75,7 @@ def test_default_plan_shares_voices_and_holds_out_talkers_and_voices() -> None:
     train = [t for t in talkers if t.name < "T14"]
     counts = {}
     for t in train:
-        counts[t.voice] = counts.get(t.voice, 0) + 1
+        counts[t.voice.timbre] = counts.get(t.voice.timbre, 0) + 1
     assert len(counts) == 6 and min(counts.values()) >= 2
     seen = set(roles["train"])
     assert not seen & set(roles["heldout_talker"]) and not seen & set(roles["heldout_voice"])

@@ -168,12 +168,21 @@ def test_bilabial_closure_on_a_mesh(espeak: Espeak) -> None:
     assert gap.max() > 0.003  # and it does open in between
 
 
-def test_talkers_share_voices_and_differ_in_style() -> None:
+def test_talkers_share_voices_and_differ_in_style_and_habits() -> None:
     talkers = sample_talkers(16, seed=3)
-    voices = [t.voice for t in talkers]
-    counts = {v: voices.count(v) for v in set(voices)}
+    timbres = [t.voice.timbre for t in talkers]
+    counts = {v: timbres.count(v) for v in set(timbres)}
     assert 4 <= len(counts) <= 8 and min(counts.values()) >= 2
     assert len({t.style for t in talkers}) == 16
+    for timbre in counts:  # talkers who share a voice keep their own pitch and rate
+        same = [t.voice for t in talkers if t.voice.timbre == timbre]
+        pitches = sorted(v.pitch for v in same)
+        rates = sorted(v.rate_wpm for v in same)
+        assert min(np.diff(pitches)) >= 5 and min(np.diff(rates)) >= 8, same
+    # expressive talkers (emphasis on stressed syllables) speak with a wider intonation range
+    emphasis = [t.style.emphasis_gain for t in talkers]
+    ranges = [t.voice.pitch_range for t in talkers]
+    assert np.corrcoef(emphasis, ranges)[0, 1] > 0.8
     assert sample_talkers(16, seed=3) == talkers
 
 

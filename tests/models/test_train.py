@@ -3,10 +3,11 @@
 import json
 
 import numpy as np
+import pytest
 import torch
 
-from models.distill import DistillConfig, distill
-from models.talker import Talker
+from models.distill import DistillConfig, distill, distill_loss, with_steps
+from models.talker import ModelError, Talker
 from models.train import ToyDataset, TrainConfig, WindowSampler, load_clips, train
 
 torch.set_num_threads(1)
@@ -68,3 +69,45 @@ def test_distillation_halves_to_the_target_steps(tmp_path):
     assert student.config.sampler_steps == 2
     records = [json.loads(line) for line in open(tmp_path / "student" / "log.jsonl")]
     assert [r["round_steps"] for r in records if "student" in r] == [4, 2]
+
+
+def test_regression_baseline_is_one_deterministic_step(tmp_path):
+    """The results table's baseline: same network, no diffusion. It trains, lowers its loss,
+    and generates the same motion whatever seed, sampler or step count is asked for."""
+    data = ToyDataset(n_talkers=2, n_utterances=3, seconds=1.5)
+    cfg = TrainConfig.preset("tiny").__class__(**{**TrainConfig.preset("tiny").__dict__,
+                                                  "objective": "regression"})
+    path = train(data, cfg, tmp_path, seed=0, progress=False)
+    losses = _losses(tmp_path)
+    assert losses[-1] < 0.7 * losses[0]
+    model = Talker.from_checkpoint(path)
+    assert model.is_regression and model.config.sampler_steps == 1 and len(model.steps(8)) == 1
+    audio = data.utterances("val")[0].audio
+    a = model.generate(audio, "toy0", seed=0)
+    b = model.generate(audio, "toy0", seed=7, steps=8, sampler="ddpm")
+    np.testing.assert_array_equal(a, b)
+    with pytest.raises(ModelError, match="regression model: there is no sampler to distill"):
+        distill(path, data, tmp_path / "student", steps=2, config=DistillConfig.preset("tiny"),
+                progress=False)
+
+
+def test_anchored_distillation_adds_the_data_term(tmp_path):
+    """gt_weight w: loss = teacher-target loss + w * the same losses against the real motion."""
+    data = ToyDataset(n_talkers=2, n_utterances=2, seconds=1.0)
+    teacher = Talker.from_checkpoint(train(data, TrainConfig.preset("tiny").__class__(
+        **{**TrainConfig.preset("tiny").__dict__, "n_steps": 10, "val_every": 1000}),
+        tmp_path / "teacher", progress=False))
+    student = with_steps(teacher, 2)
+    clips = load_clips(data, "train", tuple(teacher.identities))
+    batch = WindowSampler(clips, 24, teacher.config.features, teacher.receptive_field,
+                          p_start=0.5).batch(4, np.random.default_rng(0))
+
+    def terms(w):
+        return distill_loss(student, with_steps(teacher, 4), batch, 2,
+                            torch.Generator().manual_seed(1), gt_weight=w)
+
+    pure, anchored = terms(0.0), terms(0.5)
+    assert "gt_loss" not in pure and float(anchored["gt_loss"].detach()) > 0
+    torch.testing.assert_close(anchored["loss"], pure["loss"] + 0.5 * anchored["gt_loss"])
+    # the data term is the student's own loss against x0 (its prediction vs the real motion)
+    torch.testing.assert_close(anchored["rec"], pure["rec"])
