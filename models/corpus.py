@@ -45,7 +45,7 @@ from models.text import MAX_DURATION_S, MIN_DURATION_S, make_script
 
 log = logging.getLogger(__name__)
 
-GENERATOR_VERSION = "1.0"
+GENERATOR_VERSION = "1.1"  # 1.1: talkers sharing a voice keep their own pitch, rate, range
 SPLITS = ("train", "val", "test", "heldout_talker", "heldout_voice")
 
 
