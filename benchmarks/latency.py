@@ -80,12 +80,6 @@ def talker_command() -> list[str]:
     return [str(script)] if script.is_file() else [sys.executable, "-m", "realtime"]
 
 
-def serve_options() -> str:
-    out = subprocess.run([*talker_command(), "serve", "--help"], capture_output=True, text=True,
-                         cwd=REPO, timeout=60)
-    return out.stdout
-
-
 def read_proc(pid: int) -> tuple[float, int, int]:
     """(user + system CPU seconds, RSS bytes, threads) of a live process, from /proc."""
     stat = Path(f"/proc/{pid}/stat").read_text()
@@ -233,14 +227,17 @@ class Outcome:
         return int(self.seq[-1] + 1 - len(self.seq)) if self.seq else 0
 
 
-async def ws_session(url: str, audio: np.ndarray, delay_s: float, timeout_s: float) -> Outcome:
-    from realtime.client import ClientError, StreamOptions, stream_file
+async def session(url: str, audio: np.ndarray, delay_s: float, timeout_s: float,
+                  transport: str) -> Outcome:
+    """One paced session over the WebSocket ("ws") or as a WebRTC track ("webrtc")."""
+    from realtime.client import ClientError, StreamOptions, stream_file, stream_file_webrtc
 
     out = Outcome(expected=math.ceil(audio.size * FPS / SAMPLE_RATE))
     await asyncio.sleep(delay_s)
     options = StreamOptions(realtime=True, keep_vertices=False)
+    run = stream_file if transport == "ws" else stream_file_webrtc
     try:
-        result = await asyncio.wait_for(stream_file(url, audio, SAMPLE_RATE, options), timeout_s)
+        result = await asyncio.wait_for(run(url, audio, SAMPLE_RATE, options), timeout_s)
     except (ClientError, TimeoutError, OSError) as exc:
         out.error = f"{type(exc).__name__}: {exc}"
         return out
@@ -248,78 +245,6 @@ async def ws_session(url: str, audio: np.ndarray, delay_s: float, timeout_s: flo
     out.client_ms, out.end_frames = list(result.client_latency_ms), result.end_frames
     out.dropped_reported = max((s.dropped_frames for s in result.stats), default=0)
     out.wall_s = result.wall_s
-    return out
-
-
-async def webrtc_session(url: str, audio: np.ndarray, delay_s: float,
-                         timeout_s: float) -> Outcome:
-    from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
-
-    from realtime import protocol as proto
-    from realtime.audio import resample
-    from realtime.client import ClientError, StreamOptions, open_session
-    from realtime.webrtc import RTC_RATE_HZ, PacedAudioTrack
-
-    out = Outcome(expected=math.ceil(audio.size * FPS / SAMPLE_RATE))
-    await asyncio.sleep(delay_s)
-    track = PacedAudioTrack(resample(audio, SAMPLE_RATE, RTC_RATE_HZ))
-    started = time.monotonic()
-    try:
-        ws, _ = await open_session(url, StreamOptions(keep_vertices=False), RTC_RATE_HZ,
-                                   audio="webrtc")
-    except ClientError as exc:
-        out.error = f"ClientError: {exc}"
-        return out
-    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))  # host candidates only
-    sender = pc.addTrack(track)
-
-    async def stop_when_played() -> None:
-        await track.done.wait()
-        await asyncio.sleep(0.3)  # let the last packets land
-        await sender.stop()  # RTCP BYE: the server ends the stream as after an `end`
-
-    async def run() -> None:
-        await pc.setLocalDescription(await pc.createOffer())
-        await ws.send(proto.encode(proto.Offer(sdp=pc.localDescription.sdp)))
-        stopper: asyncio.Task[None] | None = None
-        try:
-            async for data in ws:
-                if isinstance(data, str):
-                    raise ClientError("server sent a text message")
-                msg = proto.decode(data, direction="to_client")
-                now = time.monotonic()
-                if isinstance(msg, proto.Answer):
-                    await pc.setRemoteDescription(RTCSessionDescription(sdp=msg.sdp,
-                                                                        type="answer"))
-                    stopper = asyncio.create_task(stop_when_played())
-                elif isinstance(msg, proto.Frame):
-                    out.seq.append(msg.seq)
-                    out.server_ms.append(msg.latency_ms)
-                    sent = track.sent_time(msg.t)
-                    if sent is not None:
-                        out.client_ms.append((now - sent) * 1000.0)
-                elif isinstance(msg, proto.Stats):
-                    out.dropped_reported = max(out.dropped_reported, msg.dropped_frames)
-                elif isinstance(msg, proto.ServerEnd):
-                    out.end_frames = msg.frames
-                elif isinstance(msg, proto.Error):
-                    raise ClientError(f"server error {msg.code}: {msg.message}")
-        finally:
-            if stopper is not None:
-                stopper.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await stopper
-
-    try:
-        await asyncio.wait_for(run(), timeout_s)
-        if out.end_frames is None:
-            out.error = f"connection closed before the server's end (code {ws.close_code})"
-    except (ClientError, TimeoutError, OSError) as exc:
-        out.error = f"{type(exc).__name__}: {exc}"
-    finally:
-        await pc.close()
-        await ws.close()
-    out.wall_s = time.monotonic() - started
     return out
 
 
@@ -331,12 +256,11 @@ async def run_step(server: Server, transport: str, audios: list[np.ndarray],
     n = len(audios)
     duration = audios[0].size / SAMPLE_RATE
     timeout = duration + 60.0
-    session = ws_session if transport == "ws" else webrtc_session
     before = await asyncio.to_thread(server.checked_health)
     usage0, wall0 = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
     sampler = ProcSampler(server.proc.pid)
     sampler.start()
-    outcomes = await asyncio.gather(*(session(server.url, a, i * stagger_s / n, timeout)
+    outcomes = await asyncio.gather(*(session(server.url, a, i * stagger_s / n, timeout, transport)
                                       for i, a in enumerate(audios)))
     proc = await sampler.stop()
     usage1, wall = resource.getrusage(resource.RUSAGE_SELF), time.monotonic() - wall0
@@ -492,7 +416,7 @@ async def bench(args: argparse.Namespace, server: Server, workdir: Path) -> dict
                                args.seed) for i in range(n_max)]
     print(f"speech: {n_max} utterances of {args.seconds:g} s, voices "
           f"{', '.join(VOICES[:min(n_max, len(VOICES))])}", flush=True)
-    warm = await ws_session(server.url, audios[0][: SAMPLE_RATE * 2], 0.0, 120.0)  # not measured
+    warm = await session(server.url, audios[0][: SAMPLE_RATE * 2], 0.0, 120.0, "ws")  # not measured
     if warm.error is not None:
         raise BenchError(f"warm-up session failed: {warm.error}\n{server.log_tail()}")
     steps: list[dict[str, Any]] = []
@@ -524,13 +448,7 @@ def main(argv: list[str] | None = None) -> int:
     seed_everything(args.seed)
     threads = setup_torch(args.device, args.threads or (1 if args.quick else None))
     out = Path(args.out) if args.out else default_out("latency", args.quick)
-    help_text = serve_options()
-    extra: list[str] = []
-    if "--device" in help_text:
-        extra += ["--device", args.device]
-    elif args.device != "cpu":
-        raise BenchError("`talker serve` has no --device option yet, so the server runs on the "
-                         "CPU; drop --device cuda (see benchmarks/README.md)")
+    extra: list[str] = ["--device", args.device]  # on a GPU machine: streams per GPU
     # The server's inference threads: --server-threads, else the server's own default (1).
     server_threads: Any = args.server_threads if args.server_threads else "server default (1)"
     if args.server_threads:

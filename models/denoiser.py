@@ -35,7 +35,8 @@ class DenoiserConfig:
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
     """(B,) integer steps -> (B, dim) sinusoidal embedding (Transformer positional style)."""
     half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32) / half)
+    freqs = torch.exp(-math.log(max_period)
+                      * torch.arange(half, dtype=torch.float32, device=t.device) / half)
     args = t.float()[:, None] * freqs[None]  # (B, half)
     return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
 
@@ -54,8 +55,9 @@ class Denoiser(nn.Module):
         self.head = nn.Sequential(nn.Linear(2 * c.hidden, c.hidden), nn.GELU(),
                                   nn.Linear(c.hidden, c.n_coeffs))
 
-    def init_state(self, batch: int) -> torch.Tensor:
-        return torch.zeros(self.config.n_layers, batch, self.config.hidden)  # (L, B, H)
+    def init_state(self, batch: int, device: torch.device | None = None) -> torch.Tensor:
+        return torch.zeros(self.config.n_layers, batch, self.config.hidden,
+                           device=device)  # (L, B, H)
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor | int, audio: torch.Tensor,
                 identity: torch.Tensor, state: torch.Tensor | None = None,
@@ -68,11 +70,13 @@ class Denoiser(nn.Module):
         Returns x0_hat (B, T, K) and the state after the last frame (L, B, H).
         """
         B, T, _ = x_t.shape
-        t = torch.as_tensor(t).reshape(-1).expand(B)
+        t = torch.as_tensor(t, device=x_t.device).reshape(-1).expand(B)
         temb = self.time_mlp(timestep_embedding(t, self.config.time_dim))  # (B, time_dim)
         if identity.dim() == 2:
             identity = identity[:, None].expand(B, T, -1)  # (B, T, identity_dim)
         h_in = torch.cat([x_t, audio, temb[:, None].expand(B, T, -1), identity], dim=-1)
         h_in = F.gelu(self.inp(h_in))  # (B, T, H)
-        h, state = self.gru(h_in, self.init_state(B) if state is None else state)  # (B, T, H)
+        if state is None:
+            state = self.init_state(B, x_t.device)
+        h, state = self.gru(h_in, state)  # (B, T, H)
         return self.head(torch.cat([h, h_in], dim=-1)), state  # (B, T, K), (L, B, H)

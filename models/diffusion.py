@@ -132,7 +132,8 @@ def sample_ddpm(model_fn: ModelFn, x_T: torch.Tensor, timesteps: Steps, cond: An
     """Ancestral sampling (eta = 1). ``noise`` (S, B, T, K): the fresh noise of each step (the last
     step adds none); drawn with torch.randn when None."""
     if noise is None:
-        noise = torch.randn((len(timesteps),) + tuple(x_T.shape), dtype=x_T.dtype)
+        noise = torch.randn((len(timesteps),) + tuple(x_T.shape), dtype=x_T.dtype,
+                            device=x_T.device)
     return _sample(model_fn, x_T, timesteps, cond, callback, prefix, 1.0, noise)
 
 

@@ -55,7 +55,7 @@ class IdentityModel(nn.Module):
         """(B, T, audio_dim) features (mask (B, T) of valid frames) -> (B, joint) unit vectors.
         Pools mean and std over time: voice and speaking style live in both."""
         if mask is None:
-            mask = torch.ones(audio.shape[:2], dtype=audio.dtype)
+            mask = torch.ones(audio.shape[:2], dtype=audio.dtype, device=audio.device)
         w = mask.to(audio.dtype)[..., None]  # (B, T, 1)
         n = w.sum(1).clamp(min=1.0)
         mean = (audio * w).sum(1) / n

@@ -238,6 +238,12 @@ class Talker(nn.Module):
         return x * self.coeff_std + self.coeff_mean
 
     @property
+    def device(self) -> torch.device:
+        """Where the weights live (``model.to("cuda")``); inputs and stream states follow, and
+        results come back as CPU NumPy arrays either way."""
+        return self.coeff_mean.device
+
+    @property
     def is_regression(self) -> bool:
         return self.config.objective == "regression"
 
@@ -312,21 +318,22 @@ class Talker(nn.Module):
         """Nearest training identity to a recording (use ~3 s): (index, (N,) cosine scores)."""
         audio = check_audio(audio_16k, sample_rate_hz, self.config.features)
         with self._eval():
-            feats = self.encode_audio(self.offline_features(audio)[None])[0]  # (T, A)
-            index, scores = self.identity.pick(feats)
-        return index, scores.numpy()
+            feats = self.encode_audio(self.offline_features(audio)[None].to(self.device))[0]
+            index, scores = self.identity.pick(feats)  # feats (T, A)
+        return index, scores.cpu().numpy()
 
     @torch.no_grad()
     def identity_vector(self, identity: str | None = None,
                         audio: np.ndarray | None = None) -> torch.Tensor:
-        """(D,) conditioning vector: a name, None (the mean identity) or "auto" (needs audio)."""
+        """(D,) conditioning vector on the CPU: a name, None (the mean identity) or "auto" (needs
+        audio)."""
         if identity is None:
-            return self.identity.mean_identity().detach().clone()
+            return self.identity.mean_identity().detach().cpu().clone()
         if identity == "auto":
             if audio is None:
                 raise ModelError('identity "auto" needs audio to pick from')
-            return self.identity.bank.weight[self.pick_identity(audio)[0]].detach().clone()
-        return self.identity.bank.weight[self.identity_index(identity)].detach().clone()
+            return self.identity.bank.weight[self.pick_identity(audio)[0]].detach().cpu().clone()
+        return self.identity.bank.weight[self.identity_index(identity)].detach().cpu().clone()
 
     # -- offline generation
     @torch.no_grad()
@@ -341,9 +348,10 @@ class Talker(nn.Module):
         state = self.new_stream(seed, steps, sampler)
         T = self.config.features.n_frames(len(audio))
         with self._eval():
-            audio_feat = self.encode_audio(self.offline_features(audio)[None])  # (1, T, A)
-            x0 = self._sample(state, audio_feat, ident[None], T, [state])
-        return self.denormalize(x0)[0].numpy()
+            feats = self.offline_features(audio)[None].to(self.device)
+            audio_feat = self.encode_audio(feats)  # (1, T, A)
+            x0 = self._sample(state, audio_feat, ident[None].to(self.device), T, [state])
+        return self.denormalize(x0)[0].cpu().numpy()
 
     # -- streaming
     def new_stream(self, seed: int = 0, steps: int | None = None,
@@ -357,12 +365,12 @@ class Talker(nn.Module):
         buf = AudioBuffer(self.config.features)
         c = self.config.denoiser
         rng_x, rng_step = noise_generators(seed)
-        silence = buf.features(-1, 1)[0]  # (F,) a frame before the start
+        silence = buf.features(-1, 1)[0].to(self.device)  # (F,) a frame before the start
         with torch.no_grad():
             cache = self.encoder.init_cache(silence)
         return StreamState(seed=seed, steps=grid, sampler=sampler, audio=buf,
                            encoder_cache=cache, fed=0,
-                           gru=torch.zeros(len(grid), c.n_layers, c.hidden),
+                           gru=torch.zeros(len(grid), c.n_layers, c.hidden, device=self.device),
                            rng_x=rng_x, rng_step=rng_step)
 
     def push_audio(self, state: StreamState, samples_16k: np.ndarray) -> None:
@@ -402,13 +410,14 @@ class Talker(nn.Module):
         if identity_vectors.shape[0] != B:
             raise ModelError(f"identity_vectors has {identity_vectors.shape[0]} rows "
                              f"for {B} streams")
+        identity_vectors = identity_vectors.to(self.device)
         with self._eval():
             audio_feat = self._encode_next(states, n_frames)  # (B, n, A)
             x0 = self._sample(states[0], audio_feat, identity_vectors, n_frames, states)
         for s in states:
             s.next_frame += n_frames
             s.audio.release(s.fed)
-        return self.denormalize(x0).numpy()
+        return self.denormalize(x0).cpu().numpy()
 
     def _encode_next(self, states: list[StreamState], n: int) -> torch.Tensor:
         """Audio features (B, n, A) of frames [next_frame, next_frame + n) of every stream: feeds
@@ -421,7 +430,7 @@ class Talker(nn.Module):
 
     def _feed(self, states: list[StreamState], n: int) -> torch.Tensor:
         feats = batch_frame_features([s.audio.request(s.fed, n) for s in states], n,
-                                     self.config.features)  # (B, n, F)
+                                     self.config.features).to(self.device)  # (B, n, F)
         caches = [torch.stack(c) for c in zip(*(s.encoder_cache for s in states), strict=True)]
         out, caches = self.encoder.forward_stream(feats, caches)  # (B, n, A)
         for b, s in enumerate(states):
@@ -434,7 +443,8 @@ class Talker(nn.Module):
         """Run the sampler over n new frames of B streams, advancing their noise and GRU states.
         audio (B, n, A); identity (B, D) or (B, n, D) -> normalised x0 (B, n, K)."""
         K, S = self.config.denoiser.n_coeffs, len(proto.steps)
-        x_T = torch.stack([torch.from_numpy(frame_noise(s.rng_x, n, K)) for s in states])
+        x_T = torch.stack([torch.from_numpy(frame_noise(s.rng_x, n, K))
+                           for s in states]).to(self.device)
         if self.is_regression:
             x_T = torch.zeros_like(x_T)  # still drawn, so the noise stream stays per frame
         gru = torch.stack([s.gru for s in states], dim=2)  # (S, L, B, H)
@@ -452,6 +462,7 @@ class Talker(nn.Module):
         else:
             step_noise = np.stack([s.rng_step.standard_normal((n, S, K)) for s in states])
             noise = torch.from_numpy(step_noise.astype(np.float32)).permute(2, 0, 1, 3)
+            noise = noise.to(self.device)
             x0 = sample_ddpm(model_fn, x_T, proto.steps, (audio, identity), noise=noise)
         for b, s in enumerate(states):
             s.gru = new_gru[:, :, b].clone()

@@ -82,12 +82,26 @@ def load_model(checkpoint: str | None, random_model: bool = False):  # -> models
     return Talker.from_checkpoint(path)
 
 
+def _on_device(model, device: str):  # (Talker, str) -> Talker
+    """Move the model to ``device`` ("cpu" or "cuda[:N]"), or say clearly why it cannot go."""
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise CliError(f"--device {device}: this torch ({torch.__version__}) sees no CUDA "
+                           "device (the Makefile installs the CPU build; install a CUDA build "
+                           "of torch on a GPU machine)")
+    elif device != "cpu":
+        raise CliError(f"--device {device}: use cpu or cuda[:N]")
+    return model.to(device)
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     import asyncio
 
     from realtime.server import ServerConfig, TalkerServer
 
-    model = load_model(args.checkpoint, args.random_model)
+    model = _on_device(load_model(args.checkpoint, args.random_model), args.device)
     config = ServerConfig(
         host=args.host, port=args.port, token=args.token, max_sessions=args.max_sessions,
         allow_origins=tuple(args.allow_origin or ()), idle_timeout_s=args.idle_timeout,
@@ -117,6 +131,9 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="base seed of per-session noise")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads of the inference worker (default 1; 0 = all cores)")
+    p.add_argument("--device", default="cpu",
+                   help="where the model runs: cpu (default) or cuda[:N] (one GPU serves "
+                        "every session, batched)")
     p.set_defaults(func=_cmd_serve)
 
 
@@ -133,12 +150,15 @@ def _cmd_stream(args: argparse.Namespace) -> int:
     import asyncio
     import json
 
-    from realtime.client import StreamOptions, read_wav, stream_file
+    from realtime.client import StreamOptions, read_wav, stream_file, stream_file_webrtc
 
+    if args.webrtc and args.fast:
+        raise CliError("--fast cannot be used with --webrtc: a WebRTC track plays in real time")
     audio, rate = read_wav(Path(args.input))
     options = StreamOptions(identity=args.identity, realtime=not args.fast, token=args.token,
                             format=args.format, weights=args.weights)
-    result = asyncio.run(stream_file(args.url, audio, rate, options))
+    run = stream_file_webrtc if args.webrtc else stream_file
+    result = asyncio.run(run(args.url, audio, rate, options))
     summary = result.summary()
     _print_summary(summary)
     if args.out:
@@ -155,6 +175,8 @@ def _add_stream(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--url", default="ws://127.0.0.1:8765/ws")
     p.add_argument("--identity", help="talking style name, or 'auto'")
     p.add_argument("--fast", action="store_true", help="send as fast as possible, not paced")
+    p.add_argument("--webrtc", action="store_true",
+                   help="send the audio as a WebRTC track (as a browser does), not over /ws")
     p.add_argument("--token")
     p.add_argument("--format", choices=("f16", "f32"), default="f16")
     p.add_argument("--weights", action="store_true", help="also ask for ARKit weights")

@@ -1,5 +1,6 @@
-"""Protocol v1 clients: stream a file (paced like a microphone, or as fast as possible) or a live
-microphone to a server and collect the frames with their latency.
+"""Protocol v1 clients: stream a file (paced like a microphone, or as fast as possible; over the
+WebSocket or as a WebRTC audio track) or a live microphone to a server and collect the frames with
+their latency.
 
 Used by ``talker stream``, ``talker mic``, the tests and the benchmarks. Client-side motion
 latency of a frame = (time it was received) - (time the audio sample at its ``t`` was sent).
@@ -12,10 +13,10 @@ import bisect
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from websockets.asyncio.client import ClientConnection, connect
@@ -178,7 +179,11 @@ async def open_session(url: str, options: StreamOptions, sample_rate: int,
     return ws, msg
 
 
-def _take(msg: proto.Message, result: StreamResult, clock: _SendClock, options: StreamOptions,
+class _Clock(Protocol):
+    def sent_at(self, audio_t: float) -> float | None: ...
+
+
+def _take(msg: proto.Message, result: StreamResult, clock: _Clock, options: StreamOptions,
           vertex_count: int) -> None:
     now = time.monotonic()
     if isinstance(msg, proto.Frame):
@@ -203,9 +208,9 @@ def _take(msg: proto.Message, result: StreamResult, clock: _SendClock, options: 
         result.error = msg
 
 
-async def _receive_all(ws: ClientConnection, result: StreamResult, clock: _SendClock,
+async def _receive_all(ws: ClientConnection, result: StreamResult, clock: _Clock,
                        options: StreamOptions, on_frame: Callable[[StreamResult], None] | None,
-                       ) -> None:
+                       on_answer: Callable[[str], Awaitable[None]] | None = None) -> None:
     assert result.ready is not None
     vertex_count = result.ready.mesh.vertex_count
     try:
@@ -213,6 +218,9 @@ async def _receive_all(ws: ClientConnection, result: StreamResult, clock: _SendC
             if isinstance(data, str):
                 raise ClientError("server sent a text message; protocol v1 is binary")
             msg = proto.decode(data, direction="to_client")
+            if isinstance(msg, proto.Answer) and on_answer is not None:
+                await on_answer(msg.sdp)
+                continue
             _take(msg, result, clock, options, vertex_count)
             if on_frame is not None and isinstance(msg, proto.Frame):
                 on_frame(result)
@@ -274,6 +282,11 @@ async def stream_audio(url: str, chunks: AsyncIterator[np.ndarray], sample_rate:
         await asyncio.gather(sender, receiver, return_exceptions=True)
         await ws.close()
     result.wall_s = time.monotonic() - started
+    return _finished(result)
+
+
+def _finished(result: StreamResult) -> StreamResult:
+    """The result of a session that ended, or ClientError saying how it did not."""
     if result.error is not None:
         raise ClientError(f"server error {result.error.code}: {result.error.message}",
                           code=result.error.code, close_code=result.close_code)
@@ -290,6 +303,53 @@ async def stream_file(url: str, audio: np.ndarray, sample_rate: int,
     audio = np.asarray(audio, dtype=np.float32)
     return await stream_audio(url, file_chunks(audio, sample_rate, options), sample_rate,
                               options, on_frame)
+
+
+async def stream_file_webrtc(url: str, audio: np.ndarray, sample_rate: int,
+                             options: StreamOptions = StreamOptions(),
+                             on_frame: Callable[[StreamResult], None] | None = None,
+                             ) -> StreamResult:
+    """One whole session with the audio as a WebRTC track (what a browser or a WebRTC peer
+    sends): hello with audio "webrtc", SDP offer/answer over the WebSocket, the file played in
+    real time as 48 kHz 20-ms frames, then the track ends (RTCP BYE), which ends the stream.
+    Frames come back over the WebSocket as usual. Host candidates only (no STUN/TURN)."""
+    from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+
+    from realtime.audio import resample
+    from realtime.webrtc import RTC_RATE_HZ, PacedAudioTrack
+
+    audio = np.asarray(audio, dtype=np.float32)
+    track = PacedAudioTrack(resample(audio, sample_rate, RTC_RATE_HZ))
+    ws, ready = await open_session(url, options, RTC_RATE_HZ, audio="webrtc")
+    result = StreamResult(ready=ready, audio_s=audio.size / sample_rate)
+    started = time.monotonic()
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    sender = pc.addTrack(track)
+    stopper: asyncio.Task[None] | None = None
+
+    async def stop_when_played() -> None:
+        await track.done.wait()
+        await asyncio.sleep(0.3)  # let the last packets land
+        await sender.stop()  # RTCP BYE: the server ends the stream as after an `end`
+
+    async def on_answer(sdp: str) -> None:
+        nonlocal stopper
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
+        stopper = asyncio.create_task(stop_when_played())
+
+    try:
+        await pc.setLocalDescription(await pc.createOffer())
+        await ws.send(proto.encode(proto.Offer(sdp=pc.localDescription.sdp)))
+        await _receive_all(ws, result, track, options, on_frame, on_answer)
+    finally:
+        if stopper is not None:
+            stopper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await stopper
+        await pc.close()
+        await ws.close()
+    result.wall_s = time.monotonic() - started
+    return _finished(result)
 
 
 def read_wav(path: Path) -> tuple[np.ndarray, int]:

@@ -152,7 +152,7 @@ class PacedAudioTrack(MediaStreamTrack):
         self._index += 1
         return frame
 
-    def sent_time(self, audio_t: float) -> float | None:
+    def sent_at(self, audio_t: float) -> float | None:
         """Monotonic time the frame holding audio time ``audio_t`` was handed over."""
         i = bisect.bisect_right(self._sent_audio_t, audio_t) - 1
         return self._sent_at[i] if i >= 0 else None

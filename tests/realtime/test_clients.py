@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import os
 import socket
@@ -53,6 +54,24 @@ async def test_stream_saves_frames_and_prints_latency(make_server, speech: Speec
     assert saved["vertices"].shape == (n, saved["template"].shape[0], 3)
     assert list(saved["seq"]) == list(range(n))
     assert saved["faces"].max() < saved["template"].shape[0]
+
+
+async def test_stream_over_webrtc_gets_every_frame(make_server, speech: Speech, tmp_path):
+    """`talker stream --webrtc`: the file as a WebRTC track (Opus over RTP between two real
+    aiortc peers), frames back over /ws with their client-side latency."""
+    server = await make_server()
+    summary = tmp_path / "summary.json"
+    code, stdout, stderr = await talker("stream", str(speech.wav), "--url", ws_url(server),
+                                        "--webrtc", "--json", str(summary))
+    assert code == 0, stderr
+    result = json.loads(summary.read_text())
+    expected = speech.audio.size / speech.rate * 30
+    # Opus adds a few ms of priming; the first packets may arrive before the track is wired up
+    assert expected - 6 <= result["frames"] <= expected + 6
+    assert result["end_frames"] == result["frames"] and result["gaps"] == 0
+    assert 0 < result["client_latency_ms"]["p50"] < 2000
+    code, _, stderr = await talker("stream", str(speech.wav), "--webrtc", "--fast")
+    assert code == 2 and "--fast cannot be used with --webrtc" in stderr
 
 
 async def test_stream_reports_a_server_error_in_one_line(make_server, speech: Speech):
@@ -115,3 +134,13 @@ async def test_mic_streams_an_alsa_file_microphone(make_server, speech: Speech, 
     end_frames = int(summary[0].split("server end: ")[1].split(")")[0])
     assert frames == end_frames == 90  # --seconds 3 counts captured audio: 3 s x 30 fps
     assert "gaps 0" in summary[0]
+
+
+async def test_serve_names_a_device_it_cannot_use():
+    import torch
+
+    code, _, err = await talker("serve", "--random-model", "--port", "0", "--device", "tpu")
+    assert code == 2 and "--device tpu: use cpu or cuda[:N]" in err
+    if not torch.cuda.is_available():
+        code, _, err = await talker("serve", "--random-model", "--port", "0", "--device", "cuda")
+        assert code == 2 and "sees no CUDA device" in err and "Traceback" not in err
