@@ -7,6 +7,8 @@ For a checkpoint (usually the distilled student) and optionally its teacher, on 
   of a deterministic regression baseline (same network, no diffusion) when one is given;
 - personalisation: LVE with the true identity, the mean identity and a wrong one (the next
   training talker in bank order);
+- diversity of each row: mean per-vertex distance between samples of the same audio and identity
+  drawn with different seeds (what a sampler adds over the deterministic regression: 0 there);
 - identity picked from the first 3 s of audio: top-1 accuracy over test utterances;
 - CPU time to generate one 1-s window with each sampler, one thread, after a warm-up.
 Every metric block names the vertex masks it used.
@@ -24,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from models.metrics import diversity
 from models.talker import ModelError, Talker
 from models.train import Clip, evaluate_talker, load_clips
 
@@ -38,6 +41,8 @@ class EvalConfig:
     baseline: str | None = None  # regression checkpoint (``talker train --objective regression``)
     seed: int = 0
     timing_repeats: int = 10
+    diversity_utterances: int = 8  # test utterances, each sampled with ``diversity_seeds``
+    diversity_seeds: int = 3
 
 
 def identity_accuracy(talker: Talker, clips: list[Clip]) -> dict[str, Any]:
@@ -48,6 +53,19 @@ def identity_accuracy(talker: Talker, clips: list[Clip]) -> dict[str, Any]:
         hits += talker.identities[int(index)] == clip.talker
     return {"top1": hits / len(known) if known else None, "n": len(known),
             "seconds": PICK_SECONDS, "chance": 1 / max(1, len(talker.identities))}
+
+
+def sample_diversity(talker: Talker, clips: list[Clip], steps: int | None, sampler: str | None,
+                     config: EvalConfig) -> float:
+    """Mean over utterances of ``metrics.diversity`` between seeds (own identity), in metres."""
+    values = []
+    for clip in clips[: config.diversity_utterances]:
+        ident = clip.talker if clip.talker in talker.identities else None
+        samples = [talker.rig_vertices(talker.generate(clip.audio, ident, steps=steps,
+                                                       seed=config.seed + k, sampler=sampler))
+                   for k in range(config.diversity_seeds)]
+        values.append(diversity(samples))
+    return float(np.mean(values)) if values else 0.0
 
 
 def window_time_ms(talker: Talker, steps: int | None, sampler: str | None,
@@ -80,29 +98,31 @@ def evaluate_checkpoint(path: Path, dataset: Any, config: EvalConfig = EvalConfi
     ids = tuple(model.identities)
     splits = {name: load_clips(dataset, name, ids)[: config.max_utterances]
               for name in ("test", "heldout_talker")}
+    # diversity on test utterances (a tiny corpus may have none: then the held-out talkers')
+    spread_split = "test" if splits["test"] else "heldout_talker"
+    spread_clips = splits[spread_split]
     own_steps = model.config.sampler_steps
     rows: dict[str, dict[str, Any]] = {}
     timing: dict[str, Any] = {}
-    label = f"checkpoint_{model.config.sampler}{own_steps}"
-    rows[label] = {s: evaluate_talker(model, clips, seed=config.seed)
-                   for s, clips in splits.items() if clips}
-    timing[label] = window_time_ms(model, None, None, config.timing_repeats)
+    spread: dict[str, float] = {}
+
+    def row(key: str, talker: Talker, steps: int | None, sampler: str | None,
+            repeats: int) -> None:
+        rows[key] = {s: evaluate_talker(talker, clips, steps, config.seed, sampler=sampler)
+                     for s, clips in splits.items() if clips}
+        timing[key] = window_time_ms(talker, steps, sampler, repeats)
+        spread[key] = sample_diversity(talker, spread_clips, steps, sampler, config)
+
+    row(f"checkpoint_{model.config.sampler}{own_steps}", model, None, None,
+        config.timing_repeats)
     if config.teacher:
         teacher = Talker.from_checkpoint(Path(config.teacher))
         n_train = teacher.config.schedule.n_train_steps
-        rows[f"teacher_ddpm{n_train}"] = {s: evaluate_talker(teacher, clips, n_train, config.seed,
-                                                             sampler="ddpm")
-                                          for s, clips in splits.items() if clips}
-        timing[f"teacher_ddpm{n_train}"] = window_time_ms(teacher, n_train, "ddpm", 2)
+        row(f"teacher_ddpm{n_train}", teacher, n_train, "ddpm", 2)
         for steps in config.steps or (own_steps,):
-            key = f"teacher_ddim{steps}"
-            rows[key] = {s: evaluate_talker(teacher, clips, steps, config.seed, sampler="ddim")
-                         for s, clips in splits.items() if clips}
-            timing[key] = window_time_ms(teacher, steps, "ddim", config.timing_repeats)
+            row(f"teacher_ddim{steps}", teacher, steps, "ddim", config.timing_repeats)
     if baseline is not None:
-        rows["regression"] = {s: evaluate_talker(baseline, clips, seed=config.seed)
-                              for s, clips in splits.items() if clips}
-        timing["regression"] = window_time_ms(baseline, None, None, config.timing_repeats)
+        row("regression", baseline, None, None, config.timing_repeats)
     test = splits["test"]
     personal = {ident: evaluate_talker(model, test, seed=config.seed, identity=ident)["lve"]
                 for ident in ("own", "mean", "wrong")} if test else {}
@@ -113,6 +133,8 @@ def evaluate_checkpoint(path: Path, dataset: Any, config: EvalConfig = EvalConfi
         "personalisation_lve": personal,
         "identity_from_audio": identity_accuracy(model, test),
         "window_1s_cpu_ms": timing,
+        "diversity_m": spread,
+        "diversity_split": spread_split,
         "machine": {"cpu": platform.processor() or platform.machine(),
                     "torch": torch.__version__},
     }
@@ -131,19 +153,23 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
         out["true_vs_wrong_identity_lve"] = round(personal["own"] / personal["wrong"], 4)
         out["true_vs_mean_identity_lve"] = round(personal["own"] / personal["mean"], 4)
     out["identity_top1"] = results["identity_from_audio"]["top1"]
+    out["diversity_m"] = {k: round(v, 9) for k, v in results.get("diversity_m", {}).items()}
     return out
 
 
 def markdown_table(results: dict[str, Any]) -> str:
     """The results as markdown: metric rows per sampler and split, then the ratios."""
     lines = ["| model / sampler | split | LVE (m²) | FDD (m²) | MVE (m) "
-             "| 1-s window, 1 thread (ms p50) |", "|---|---|---|---|---|---|"]
+             "| 1-s window, 1 thread (ms p50) | diversity (m) |", "|---|---|---|---|---|---|---|"]
     timing = results.get("window_1s_cpu_ms", {})
+    spread = results.get("diversity_m", {})
     for name, splits in results["rows"].items():
         for split, m in splits.items():
             ms = timing.get(name, {}).get("p50", "")
+            div = f"{spread[name]:.2e}" if name in spread and split == results.get(
+                "diversity_split", "test") else ""
             lines.append(f"| {name} | {split} | {m['lve']:.3e} | {m['fdd']:.3e} | "
-                         f"{m['mve']:.3e} | {ms} |")
+                         f"{m['mve']:.3e} | {ms} | {div} |")
     personal = results.get("personalisation_lve") or {}
     ident = results.get("identity_from_audio") or {}
     lines += ["", "| personalisation (test split, checkpoint) | value |", "|---|---|"]

@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 from scipy.io import wavfile
 
+from models.evaluate import markdown_table
+
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT = REPO / "models" / "weights" / "default.safetensors"
 
@@ -60,6 +62,9 @@ def test_train_distill_eval_animate(tiny_run: Path, tmp_path: Path) -> None:
     assert {"teacher_ddpm500", "teacher_ddim2", "checkpoint_ddim2", "regression"} <= \
         set(results["rows"])
     assert results["window_1s_cpu_ms"]["regression"]["p50"] > 0
+    spread = results["diversity_m"]  # different seeds: samplers differ, regression cannot
+    assert spread["regression"] == 0.0 and spread["teacher_ddpm500"] > 0
+    assert "| diversity (m) |" in markdown_table(results)
     wrong = talker("eval", "--checkpoint", str(student), "--baseline", str(student), "--data",
                    str(tiny_run / "corpus"), "--json", str(tmp_path / "x.json"), check=False)
     assert wrong.returncode == 2 and "is not a regression checkpoint" in wrong.stderr
