@@ -52,6 +52,7 @@ from benchmarks.common import (
 DEFAULT_TEACHER = REPO / "runs" / "default" / "teacher" / "talker.safetensors"
 DEFAULT_STUDENT = REPO / "models" / "weights" / "default.safetensors"
 DEFAULT_STUDENT_DIR = REPO / "runs" / "default" / "student"
+DEFAULT_BASELINE = REPO / "runs" / "default" / "regression" / "talker.safetensors"
 DEFAULT_DATA = REPO / "runs" / "default" / "corpus"
 WINDOW_FRAMES = FPS  # a 1-s window
 
@@ -59,7 +60,7 @@ WINDOW_FRAMES = FPS  # a 1-s window
 @dataclass(frozen=True)
 class Row:
     label: str
-    role: str  # "teacher", "student" or "random"
+    role: str  # "teacher", "student", "baseline" (regression, no diffusion) or "random"
     checkpoint: str | None
     sampler: str
     steps: int
@@ -145,6 +146,16 @@ def plan_rows(args: argparse.Namespace, device: str, cache: dict[str | None, Any
             c = model.config
             rows.append(Row(f"student {c.sampler}{c.sampler_steps}", "student", str(p),
                             c.sampler, c.sampler_steps))
+    baseline = args.baseline
+    if baseline is None and not (args.quick or args.tiny) and DEFAULT_BASELINE.is_file():
+        baseline = str(DEFAULT_BASELINE)
+    if baseline and not args.tiny:
+        if not Path(baseline).is_file():
+            raise BenchError(f"no baseline checkpoint {baseline}")
+        if not load(baseline, device, cache, args.seed).is_regression:
+            raise BenchError(f"{baseline} is not a regression checkpoint "
+                             "(talker train --objective regression)")
+        rows.append(Row("regression (no diffusion)", "baseline", baseline, "ddim", 1))
     return rows
 
 
@@ -276,6 +287,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help=f"student checkpoint, repeatable (default "
                         f"{DEFAULT_STUDENT.relative_to(REPO)}, else "
                         f"{DEFAULT_STUDENT_DIR.relative_to(REPO)}/student_8.safetensors)")
+    p.add_argument("--baseline", help=f"regression checkpoint (default "
+                                      f"{DEFAULT_BASELINE.relative_to(REPO)} when present)")
     p.add_argument("--tiny", action="store_true",
                    help="only the tiny random model (what --quick uses without checkpoints)")
     p.add_argument("--data", help=f"corpus for LVE (default {DEFAULT_DATA.relative_to(REPO)}; "
