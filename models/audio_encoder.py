@@ -49,7 +49,14 @@ class AudioEncoderConfig:
 
 
 class CausalConvBlock(nn.Module):
-    """Pre-norm residual block: LayerNorm, valid dilated conv, GELU, pointwise; cropped skip."""
+    """Pre-norm residual block: LayerNorm, valid dilated conv, GELU, pointwise; cropped skip.
+
+    The conv's weights live in an ``nn.Conv1d``, but it is computed as one matmul over the
+    ``kernel_size`` shifted views of the sequence, concatenated along channels: the same numbers,
+    and 2.5-3.7x faster on CPU at the streaming shapes (a few frames of many streams), where
+    torch's dilated conv falls back to a slow im2col path (measured: B=32 streams x 3 frames,
+    dilation 8: 458 -> 147 us a block).
+    """
 
     def __init__(self, d: int, kernel_size: int, dilation: int, dropout: float):
         super().__init__()
@@ -60,7 +67,11 @@ class CausalConvBlock(nn.Module):
         self.cut = (kernel_size - 1) * dilation  # frames the valid conv consumes
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:  # (B, N, d) -> (B, N - cut, d)
-        y = self.conv(self.norm(h).transpose(1, 2)).transpose(1, 2)  # (B, N - cut, d)
+        x = self.norm(h)
+        n, (k, dil) = h.shape[1] - self.cut, (self.conv.kernel_size[0], self.conv.dilation[0])
+        taps = torch.cat([x[:, i * dil: i * dil + n] for i in range(k)], dim=-1)  # (B, n, k*d)
+        w = self.conv.weight.permute(0, 2, 1).reshape(self.conv.out_channels, -1)  # (d, k*d)
+        y = F.linear(taps, w, self.conv.bias)  # (B, N - cut, d)
         return h[:, self.cut:] + self.drop(self.proj(F.gelu(y)))
 
 

@@ -51,6 +51,11 @@ class EngineConfig:
     # (sockets, msgpack, WebRTC decoding); on a shared or loaded 2-core machine more threads than
     # free cores make torch spin and run many times slower. 0 = all cores.
     torch_threads: int = 1
+    # NumPy's BLAS (OpenBLAS) threads, process-wide: the event loop decodes vertices with a small
+    # matmul per drain, and OpenBLAS worker threads busy-wait after each call. With its default
+    # (all cores) one such thread burnt a whole core at a single stream (measured: 115 % server
+    # CPU at RTF 0.14). 0 = leave BLAS alone.
+    blas_threads: int = 1
     max_batch: int = 64  # streams per forward; more waits for the next round
     max_wait_s: float = 0.0  # extra wait to gather a bigger batch; 0 = run as soon as work exists
 
@@ -110,6 +115,10 @@ class InferenceEngine:
     def start(self) -> None:
         if self._thread is not None:
             return
+        if self.config.blas_threads:
+            from threadpoolctl import threadpool_limits
+
+            threadpool_limits(limits=self.config.blas_threads, user_api="blas")
         self._thread = threading.Thread(target=self._run, name="talker-inference", daemon=True)
         self._thread.start()
 

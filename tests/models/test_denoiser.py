@@ -1,5 +1,6 @@
 """Denoiser causality and state carrying, audio encoder receptive field, identity model."""
 
+import pytest
 import torch
 
 from models.audio_encoder import AudioEncoder, AudioEncoderConfig
@@ -118,3 +119,17 @@ def test_encoder_streaming_cache_equals_windowed_forward():
         y, caches = enc.forward_stream(f[:, R + s:R + s + n], caches)
         parts.append(y)
     torch.testing.assert_close(torch.cat(parts, 1), full, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("dilation", [1, 2, 8])
+def test_conv_block_equals_torch_dilated_conv(dilation):
+    """The block computes its conv as one matmul over shifted views: same numbers as Conv1d."""
+    from models.audio_encoder import CausalConvBlock
+
+    torch.manual_seed(dilation)
+    block = CausalConvBlock(16, 3, dilation, dropout=0.0).eval()
+    h = torch.randn(4, 2 * dilation + 11, 16)
+    x = block.norm(h).transpose(1, 2)
+    reference = h[:, block.cut:] + block.proj(torch.nn.functional.gelu(
+        block.conv(x).transpose(1, 2)))
+    torch.testing.assert_close(block(h), reference, rtol=1e-5, atol=1e-5)
