@@ -42,11 +42,16 @@ def _talker(*commands: tuple[str, ...]) -> list[float]:
     for args in commands:
         print("+ talker " + " ".join(args), flush=True)
         procs.append(subprocess.Popen([sys.executable, "-m", "realtime", *args], cwd=REPO))
-    seconds, failed = [], []
-    for args, proc in zip(commands, procs, strict=True):
-        if proc.wait() != 0:
-            failed.append(f"talker {' '.join(args)} (exit {proc.returncode})")
-        seconds.append(round(time.monotonic() - start, 1))
+    seconds: list[float] = [0.0] * len(procs)
+    running = set(range(len(procs)))
+    while running:  # poll, so that each stage's own end time is recorded
+        for i in sorted(running):
+            if procs[i].poll() is not None:
+                seconds[i] = round(time.monotonic() - start, 1)
+                running.discard(i)
+        time.sleep(0.2)
+    failed = [f"talker {' '.join(args)} (exit {proc.returncode})"
+              for args, proc in zip(commands, procs, strict=True) if proc.returncode != 0]
     if failed:
         raise SystemExit("failed: " + "; ".join(failed))
     return seconds
