@@ -263,6 +263,8 @@ def _cmd_distill(args: argparse.Namespace) -> int:
     config = DistillConfig.preset(args.preset)
     if args.iters:
         config = replace(config, iters_per_round=args.iters)
+    if args.start_steps:
+        config = replace(config, start_steps=args.start_steps)
     path = distill(Path(args.teacher), _load_dataset(args.data), Path(args.out), steps=args.steps,
                    config=config, seed=args.seed, progress=not args.quiet)
     print(f"student checkpoint: {path}")
@@ -277,6 +279,9 @@ def _add_distill(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=_positive_int, default=8)
     p.add_argument("--preset", choices=("tiny", "default", "full"), default="default")
     p.add_argument("--iters", type=_positive_int, help="override iterations per halving round")
+    p.add_argument("--start-steps", type=_positive_int,
+                   help="the teacher's grid to halve from (default 64); e.g. 8 with a student_8 "
+                        "as --teacher continues to 4 and 2 steps")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=_positive_int, help="torch threads (default: all cores)")
     p.add_argument("--quiet", action="store_true")

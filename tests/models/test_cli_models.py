@@ -13,6 +13,7 @@ import pytest
 from scipy.io import wavfile
 
 from models.evaluate import markdown_table
+from models.talker import Talker
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT = REPO / "models" / "weights" / "default.safetensors"
@@ -65,6 +66,12 @@ def test_train_distill_eval_animate(tiny_run: Path, tmp_path: Path) -> None:
     spread = results["diversity_m"]  # different seeds: samplers differ, regression cannot
     assert spread["regression"] == 0.0 and spread["teacher_ddpm500"] > 0
     assert "| diversity (m) |" in markdown_table(results)
+    # a student can be distilled further: 2 -> 1 step, continuing from student_2
+    talker("distill", "--teacher", str(student), "--start-steps", "2", "--steps", "1", "--data",
+           str(tiny_run / "corpus"), "--out", str(tmp_path / "more"), "--preset", "tiny",
+           "--quiet")
+    assert Talker.from_checkpoint(tmp_path / "more" / "student_1.safetensors").config \
+        .sampler_steps == 1
     wrong = talker("eval", "--checkpoint", str(student), "--baseline", str(student), "--data",
                    str(tiny_run / "corpus"), "--json", str(tmp_path / "x.json"), check=False)
     assert wrong.returncode == 2 and "is not a regression checkpoint" in wrong.stderr
