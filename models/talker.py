@@ -54,6 +54,7 @@ __all__ = ["ModelError", "Basis", "ModelSize", "LossConfig", "TalkerConfig", "Tr
 
 OBJECTIVES = ("diffusion", "regression")
 
+
 @dataclass(frozen=True)
 class ModelSize:
     """The size knobs a training preset chooses; TalkerConfig.build fills in the rest."""
