@@ -113,8 +113,8 @@ def evaluate_checkpoint(path: Path, dataset: Any, config: EvalConfig = EvalConfi
         timing[key] = window_time_ms(talker, steps, sampler, repeats)
         spread[key] = sample_diversity(talker, spread_clips, steps, sampler, config)
 
-    row(f"checkpoint_{model.config.sampler}{own_steps}", model, None, None,
-        config.timing_repeats)
+    label = f"checkpoint_{model.config.sampler}{own_steps}"
+    row(label, model, None, None, config.timing_repeats)
     if config.teacher:
         teacher = Talker.from_checkpoint(Path(config.teacher))
         n_train = teacher.config.schedule.n_train_steps
@@ -124,8 +124,10 @@ def evaluate_checkpoint(path: Path, dataset: Any, config: EvalConfig = EvalConfi
     if baseline is not None:
         row("regression", baseline, None, None, config.timing_repeats)
     test = splits["test"]
-    personal = {ident: evaluate_talker(model, test, seed=config.seed, identity=ident)["lve"]
-                for ident in ("own", "mean", "wrong")} if test else {}
+    # "own" is the checkpoint row itself (same clips, seed and identity): not generated again
+    personal = {"own": rows[label]["test"]["lve"],
+                **{ident: evaluate_talker(model, test, seed=config.seed, identity=ident)["lve"]
+                   for ident in ("mean", "wrong")}} if test else {}
     results = {
         "checkpoint": str(path),
         "config": asdict(config),

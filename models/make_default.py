@@ -77,14 +77,17 @@ def main(argv: list[str] | None = None) -> int:
     def stages(*todo: tuple[str, Path, tuple[str, ...]]) -> None:
         """Run (name, output, command) stages side by side; a stage whose output exists is
         skipped."""
-        entries = [{"stage": name, "command": "talker " + " ".join(cmd)} for name, _, cmd in todo]
-        run = [i for i, (_, done, _) in enumerate(todo) if not done.exists()]
-        for i, (_, done, _) in enumerate(todo):
-            if i not in run:
-                entries[i]["skipped"] = f"{done} exists"
-        for i, s in zip(run, _talker(*(todo[i][2] for i in run)), strict=True):
-            entries[i]["seconds"] = s
-        commands.extend(entries)
+        pending: list[tuple[dict[str, Any], tuple[str, ...]]] = []
+        for name, done, cmd in todo:
+            entry: dict[str, Any] = {"stage": name, "command": "talker " + " ".join(cmd)}
+            if done.exists():
+                entry["skipped"] = f"{done} exists"
+            else:
+                pending.append((entry, cmd))
+            commands.append(entry)
+        for (entry, _), seconds in zip(pending, _talker(*(cmd for _, cmd in pending)),
+                                       strict=True):
+            entry["seconds"] = seconds
 
     def stage(name: str, done: Path, *cmd: str) -> None:
         stages((name, done, cmd))

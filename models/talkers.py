@@ -102,7 +102,7 @@ def sample_talkers(n: int, seed: int, n_voices: int | None = None,
     owner = [i % len(voices) for i in range(n)]
     rng.shuffle(owner)
     styles = [sample_style(rng) for _ in range(n)]
-    habits = _speaking_habits(owner, [voices[o] for o in owner], styles, rng)
+    habits = _speaking_habits(owner, voices, styles, rng)
     return [Talker(f"T{i:02d}", replace(voices[owner[i]], **habits[i]), styles[i])
             for i in range(n)]
 
@@ -111,10 +111,11 @@ PITCH_SPREAD = 24  # espeak pitch units between the lowest and highest talker of
 RATE_SPREAD_WPM = 40  # words per minute between the slowest and fastest talker of one voice
 
 
-def _speaking_habits(owner: list[int], base: list[VoiceSpec], styles: list[TalkerStyle],
+def _speaking_habits(owner: list[int], voices: list[VoiceSpec], styles: list[TalkerStyle],
                      rng: np.random.Generator) -> list[dict]:
-    """Per talker: pitch and rate spread evenly (in shuffled order, with jitter) around the shared
-    voice's own, and an intonation range that follows the talker's emphasis."""
+    """Per talker (``owner[i]``: its voice's index): pitch and rate spread evenly (in shuffled
+    order, with jitter) around the shared voice's own, and an intonation range that follows the
+    talker's emphasis."""
     out: list[dict] = [{} for _ in owner]
     for v in sorted(set(owner)):
         members = [i for i, o in enumerate(owner) if o == v]
@@ -122,8 +123,9 @@ def _speaking_habits(owner: list[int], base: list[VoiceSpec], styles: list[Talke
         grid = np.linspace(-0.5, 0.5, k) if k > 1 else np.zeros(1)
         pitch_order, rate_order = rng.permutation(k), rng.permutation(k)
         for j, i in enumerate(members):
-            pitch = base[i].pitch + grid[pitch_order[j]] * PITCH_SPREAD + rng.uniform(-2, 2)
-            rate = base[i].rate_wpm + grid[rate_order[j]] * RATE_SPREAD_WPM + rng.uniform(-4, 4)
+            pitch = voices[v].pitch + grid[pitch_order[j]] * PITCH_SPREAD + rng.uniform(-2, 2)
+            rate = voices[v].rate_wpm + grid[rate_order[j]] * RATE_SPREAD_WPM \
+                + rng.uniform(-4, 4)
             expressive = 30 + 100 * styles[i].emphasis_gain + rng.uniform(-5, 5)
             out[i] = {"pitch": int(np.clip(round(pitch), 5, 95)),
                       "rate_wpm": int(np.clip(round(rate), 120, 230)),

@@ -9,14 +9,13 @@ latency of a frame = (time it was received) - (time the audio sample at its ``t`
 from __future__ import annotations
 
 import asyncio
-import bisect
 import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 from websockets.asyncio.client import ClientConnection, connect
@@ -25,7 +24,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from realtime import protocol as proto
 from realtime.audio import encode_pcm
 from realtime.errors import TalkerError
-from realtime.metrics import percentile
+from realtime.metrics import SendClock, percentile
 
 log = logging.getLogger("talker.client")
 
@@ -118,22 +117,6 @@ class StreamResult:
         np.savez_compressed(path, **arrays)
 
 
-class _SendClock:
-    """When each audio sample was sent, to turn a frame's ``t`` into client-side latency."""
-
-    def __init__(self) -> None:
-        self._starts: list[float] = []  # audio time (s) of each chunk's first sample
-        self._sent: list[float] = []  # monotonic send time of each chunk
-
-    def record(self, audio_t: float, now: float) -> None:
-        self._starts.append(audio_t)
-        self._sent.append(now)
-
-    def sent_at(self, audio_t: float) -> float | None:
-        i = bisect.bisect_right(self._starts, audio_t) - 1
-        return self._sent[i] if i >= 0 else None
-
-
 async def open_session(url: str, options: StreamOptions, sample_rate: int,
                        audio: str = "ws") -> tuple[ClientConnection, proto.Ready]:
     """Connect, send hello, wait for ready; raise ClientError with the server's reason."""
@@ -179,11 +162,7 @@ async def open_session(url: str, options: StreamOptions, sample_rate: int,
     return ws, msg
 
 
-class _Clock(Protocol):
-    def sent_at(self, audio_t: float) -> float | None: ...
-
-
-def _take(msg: proto.Message, result: StreamResult, clock: _Clock, options: StreamOptions,
+def _take(msg: proto.Message, result: StreamResult, clock: SendClock, options: StreamOptions,
           vertex_count: int) -> None:
     now = time.monotonic()
     if isinstance(msg, proto.Frame):
@@ -208,7 +187,7 @@ def _take(msg: proto.Message, result: StreamResult, clock: _Clock, options: Stre
         result.error = msg
 
 
-async def _receive_all(ws: ClientConnection, result: StreamResult, clock: _Clock,
+async def _receive_all(ws: ClientConnection, result: StreamResult, clock: SendClock,
                        options: StreamOptions, on_frame: Callable[[StreamResult], None] | None,
                        on_answer: Callable[[str], Awaitable[None]] | None = None) -> None:
     assert result.ready is not None
@@ -230,7 +209,7 @@ async def _receive_all(ws: ClientConnection, result: StreamResult, clock: _Clock
 
 
 async def _send_chunks(ws: ClientConnection, chunks: AsyncIterator[np.ndarray], sample_rate: int,
-                       clock: _SendClock, options: StreamOptions, result: StreamResult) -> None:
+                       clock: SendClock, options: StreamOptions, result: StreamResult) -> None:
     sent = 0
     async for chunk in chunks:
         clock.record(sent / sample_rate, time.monotonic())
@@ -264,7 +243,7 @@ async def stream_audio(url: str, chunks: AsyncIterator[np.ndarray], sample_rate:
     """Run one whole session: hello, audio chunks, end; return every frame received."""
     ws, ready = await open_session(url, options, sample_rate)
     result = StreamResult(ready=ready)
-    clock = _SendClock()
+    clock = SendClock()
     started = time.monotonic()
     receiver = asyncio.create_task(_receive_all(ws, result, clock, options, on_frame))
     sender = asyncio.create_task(_send_chunks(ws, chunks, sample_rate, clock, options, result))
@@ -340,7 +319,7 @@ async def stream_file_webrtc(url: str, audio: np.ndarray, sample_rate: int,
     try:
         await pc.setLocalDescription(await pc.createOffer())
         await ws.send(proto.encode(proto.Offer(sdp=pc.localDescription.sdp)))
-        await _receive_all(ws, result, track, options, on_frame, on_answer)
+        await _receive_all(ws, result, track.clock, options, on_frame, on_answer)
     finally:
         if stopper is not None:
             stopper.cancel()

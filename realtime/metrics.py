@@ -7,13 +7,14 @@ JSON agree.
 
 from __future__ import annotations
 
+import bisect
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["LatencySummary", "LatencyWindow", "percentile"]
+__all__ = ["LatencySummary", "LatencyWindow", "SendClock", "percentile"]
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -23,6 +24,23 @@ def percentile(values: Sequence[float], q: float) -> float:
     if len(values) == 0:
         return float("nan")
     return float(np.percentile(np.asarray(values, dtype=np.float64), q))
+
+
+class SendClock:
+    """Client side: when each piece of audio was sent, so that a frame's ``t`` maps to the send
+    time of the audio it depicts (client-side motion latency = received - sent_at(t))."""
+
+    def __init__(self) -> None:
+        self._starts: list[float] = []  # audio time (s) of each piece's first sample
+        self._sent: list[float] = []  # monotonic send time of each piece
+
+    def record(self, audio_t: float, now: float) -> None:
+        self._starts.append(audio_t)
+        self._sent.append(now)
+
+    def sent_at(self, audio_t: float) -> float | None:
+        i = bisect.bisect_right(self._starts, audio_t) - 1
+        return self._sent[i] if i >= 0 else None
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,6 @@ its sample rate. The session core resamples it to 16 kHz like any other input.
 from __future__ import annotations
 
 import asyncio
-import bisect
 import fractions
 import logging
 import math
@@ -20,6 +19,8 @@ import av
 import numpy as np
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from realtime.metrics import SendClock
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +114,8 @@ class WebRtcIngest:
 class PacedAudioTrack(MediaStreamTrack):
     """Client side: plays a mono float32 48 kHz signal as s16 20 ms frames (``channels`` copies,
     as a browser's stereo mic would), paced in real time, then ends and sets ``done``.
-    Records when each frame was handed over, so a frame's ``t`` maps to its send time."""
+    ``clock`` records when each frame was handed over, so a frame's ``t`` maps to its send
+    time."""
 
     kind = "audio"
 
@@ -125,8 +127,7 @@ class PacedAudioTrack(MediaStreamTrack):
         self._channels = channels
         self._index = 0
         self._start: float | None = None
-        self._sent_audio_t: list[float] = []
-        self._sent_at: list[float] = []
+        self.clock = SendClock()
         self.done = asyncio.Event()
 
     async def recv(self) -> av.AudioFrame:
@@ -147,12 +148,6 @@ class PacedAudioTrack(MediaStreamTrack):
         frame.sample_rate = RTC_RATE_HZ
         frame.pts = first
         frame.time_base = fractions.Fraction(1, RTC_RATE_HZ)
-        self._sent_audio_t.append(first / RTC_RATE_HZ)
-        self._sent_at.append(time.monotonic())
+        self.clock.record(first / RTC_RATE_HZ, time.monotonic())
         self._index += 1
         return frame
-
-    def sent_at(self, audio_t: float) -> float | None:
-        """Monotonic time the frame holding audio time ``audio_t`` was handed over."""
-        i = bisect.bisect_right(self._sent_audio_t, audio_t) - 1
-        return self._sent_at[i] if i >= 0 else None

@@ -109,5 +109,5 @@ def test_anchored_distillation_adds_the_data_term(tmp_path):
     pure, anchored = terms(0.0), terms(0.5)
     assert "gt_loss" not in pure and float(anchored["gt_loss"].detach()) > 0
     torch.testing.assert_close(anchored["loss"], pure["loss"] + 0.5 * anchored["gt_loss"])
-    # the data term is the student's own loss against x0 (its prediction vs the real motion)
+    # the teacher-target terms are untouched by the anchoring
     torch.testing.assert_close(anchored["rec"], pure["rec"])
