@@ -37,7 +37,7 @@ $(STAMPS)/npm: $(STAMPS)/system
 	@touch $@
 
 $(STAMPS)/assets: $(STAMPS)/venv
-	$(PY) -m models.assets fetch
+	$(PY) -m models.face.facecap fetch
 	@touch $@
 
 setup: $(STAMPS)/venv $(STAMPS)/npm $(STAMPS)/assets
@@ -49,7 +49,7 @@ run: setup
 
 # Reproduces models/weights/default.* from scratch: corpus -> teacher -> 8-step student -> eval.
 train-default: setup
-	$(PY) -m models.make_default --seed 0
+	$(PY) -m models.training.release --seed 0
 
 test: setup-test
 	$(PY) -m pytest -q

@@ -219,8 +219,8 @@ def espeak_utterance(seconds: float, voice: str, index: int, folder: Path,
 
 
 def tiny_checkpoint(folder: Path, seed: int = 0) -> Path:
-    """Save the tiny random Talker (models.random_model.TINY, seeded) and return its path."""
-    from models.random_model import TINY, random_talker
+    """Save the tiny random Talker (models.net.random_model.TINY, seeded) and return its path."""
+    from models.net.random_model import TINY, random_talker
 
     path = folder / "tiny_random.safetensors"
     random_talker(TINY, seed=seed).save(path)

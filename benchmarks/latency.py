@@ -460,7 +460,7 @@ def main(argv: list[str] | None = None) -> int:
         workdir = Path(tmp)
         if args.tiny:
             model_args, model = ["--checkpoint", str(tiny_checkpoint(workdir, args.seed))], \
-                "tiny random model (models.random_model.TINY)"
+                "tiny random model (models.net.random_model.TINY)"
         elif args.random_model:
             model_args, model = ["--random-model"], "random default-size model"
         else:

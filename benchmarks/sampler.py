@@ -8,7 +8,8 @@ the same folder when those checkpoints exist). Every row is timed the same way: 
 all B streams in one batched pass (what the server's inference worker does for a 1-s hop). One
 warm-up call, then ``--repeats`` timed calls (each on fresh streams), p50/p95/p99 in ms. Quality is
 LVE / FDD / MVE of ``Talker.generate`` on the corpus's ``test`` split
-(``models.train.evaluate_talker``, own identity), ``--max-utterances`` of them. Writes JSON and
+(``models.training.train.evaluate_talker``, own identity), ``--max-utterances`` of them.
+Writes JSON and
 a PNG plot, prints a table.
 
     python -m benchmarks.sampler                       # runs/default teacher and the default model
@@ -71,11 +72,11 @@ def load(path: str | None, device: str, cache: dict[str | None, Any], tiny_seed:
     """A Talker from a checkpoint (None: the tiny random model), moved to ``device``; cached."""
     if path not in cache:
         if path is None:
-            from models.random_model import TINY, random_talker
+            from models.net.random_model import TINY, random_talker
 
             model = random_talker(TINY, seed=tiny_seed)
         else:
-            from models.talker import Talker
+            from models.net.talker import Talker
 
             model = Talker.from_checkpoint(Path(path))
         cache[path] = model.to(device).eval()
@@ -196,7 +197,7 @@ def time_windows(model: Any, row: Row, batch: int, audio: list[np.ndarray], repe
 
 
 def quality(model: Any, row: Row, clips: list[Any], seed: int) -> dict[str, Any]:
-    from models.train import evaluate_talker
+    from models.training.train import evaluate_talker
 
     m = evaluate_talker(model, clips, row.steps, seed, sampler=row.sampler)
     return {"lve": m["lve"], "fdd": m["fdd"], "mve": m["mve"], "n_utterances": len(clips),
@@ -206,8 +207,8 @@ def quality(model: Any, row: Row, clips: list[Any], seed: int) -> dict[str, Any]
 def test_clips(data: Path | None, quick: bool, workdir: Path, max_utterances: int,
                seed: int) -> tuple[list[Any], str]:
     """The corpus's test utterances; in quick mode without --data, a tiny corpus made now."""
-    from models.dataset import TalkingFaceDataset
-    from models.train import load_clips
+    from models.data.dataset import TalkingFaceDataset
+    from models.training.train import load_clips
 
     if data is None:
         if not quick:
@@ -216,7 +217,7 @@ def test_clips(data: Path | None, quick: bool, workdir: Path, max_utterances: in
                                  "--no-quality")
             data = DEFAULT_DATA
         else:
-            from models.corpus import CorpusConfig, generate_corpus
+            from models.corpus.generator import CorpusConfig, generate_corpus
 
             data = workdir / "corpus"
             config = CorpusConfig(talkers=2, utterances=3, seed=seed, heldout_talkers=0,
@@ -342,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
         except RuntimeError as exc:
             if args.device == "cuda":
                 raise BenchError(f"{row.label} failed on CUDA ({exc}); the streaming path of "
-                                 "models.talker builds its noise and state on the CPU") from exc
+                                 "models.net.talker builds its noise and state on the CPU") from exc
             raise
         entry = {"label": row.label, "role": row.role, "checkpoint": row.checkpoint,
                  "sampler": row.sampler, "steps": row.steps, "timing": timing, "quality": q}

@@ -25,7 +25,7 @@ def _positive_int(text: str) -> int:
 
 # ---------------------------------------------------------------------------------------- corpus
 def _cmd_corpus(args: argparse.Namespace) -> int:
-    from models.corpus import CorpusConfig, generate_corpus
+    from models.corpus.generator import CorpusConfig, generate_corpus
 
     if not args.out:
         raise CliError("talker corpus needs --out DIR (or: talker corpus preview DIR ...)")
@@ -36,7 +36,7 @@ def _cmd_corpus(args: argparse.Namespace) -> int:
 
 
 def _cmd_corpus_preview(args: argparse.Namespace) -> int:
-    from models.preview import render_preview
+    from models.corpus.preview import render_preview
 
     render_preview(Path(args.dir), args.utterance, Path(args.out))
     print(f"preview written to {args.out}")
@@ -65,13 +65,13 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CHECKPOINT = REPO_ROOT / "models" / "weights" / "default.safetensors"
 
 
-def load_model(checkpoint: str | None, random_model: bool = False):  # -> models.talker.Talker
+def load_model(checkpoint: str | None, random_model: bool = False):  # -> models.net.talker.Talker
     """The checkpoint named, else the shipped default; ``random_model``: an untrained model of
     the real class (for development before weights exist; it says so in /health)."""
-    from models.talker import Talker
+    from models.net.talker import Talker
 
     if random_model:
-        from models.random_model import random_talker
+        from models.net.random_model import random_talker
 
         return random_talker()
     path = Path(checkpoint) if checkpoint else DEFAULT_CHECKPOINT
@@ -208,7 +208,7 @@ def _add_mic(sub: argparse._SubParsersAction) -> None:
 
 # ------------------------------------------------------------------------------------ models
 def _load_dataset(path: str):
-    from models.dataset import TalkingFaceDataset
+    from models.data.dataset import TalkingFaceDataset
 
     if not Path(path).is_dir():
         raise CliError(f"no dataset folder {path}; make one with `talker corpus --out {path}`")
@@ -226,7 +226,7 @@ def _set_threads(threads: int | None) -> None:
 def _cmd_train(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from models.train import TrainConfig, train
+    from models.training.train import TrainConfig, train
 
     _set_threads(args.threads)
     config = replace(TrainConfig.preset(args.preset), objective=args.objective)
@@ -257,7 +257,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 def _cmd_distill(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from models.distill import DistillConfig, distill
+    from models.training.distill import DistillConfig, distill
 
     _set_threads(args.threads)
     config = DistillConfig.preset(args.preset)
@@ -291,7 +291,7 @@ def _add_distill(sub: argparse._SubParsersAction) -> None:
 def _cmd_eval(args: argparse.Namespace) -> int:
     import json
 
-    from models.evaluate import EvalConfig, evaluate_checkpoint
+    from models.training.evaluate import EvalConfig, evaluate_checkpoint
 
     config = EvalConfig(max_utterances=args.max_utterances, steps=tuple(args.steps or ()),
                         teacher=args.teacher, baseline=args.baseline, seed=args.seed)

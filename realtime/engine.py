@@ -31,7 +31,7 @@ MEAN_IDENTITY = "mean"  # the average learned identity: used before "auto" has p
 
 
 class StreamingModel(Protocol):
-    """The part of ``models.talker.Talker`` that the engine uses."""
+    """The part of ``models.net.talker.Talker`` that the engine uses."""
 
     identities: list[str]
 

@@ -525,7 +525,7 @@ class TalkerServer:
 
     # ---------------------------------------------------------------------------------- mesh
     def _mesh_parts(self) -> tuple[bytes, bytes, int, tuple[str, ...]]:
-        from models.rig import ARKIT_NAMES
+        from models.face.rig import ARKIT_NAMES
 
         basis = self.model.basis
         template = np.asarray(basis.template, dtype="<f4").reshape(-1, 3)
@@ -555,7 +555,7 @@ def mesh_faces(basis: Any, vertex_count: int) -> np.ndarray:
     faces = getattr(basis, "faces", None)
     if faces is not None:
         return np.asarray(faces)
-    from models.rig import load_rig
+    from models.face.load import load_rig
 
     for name in ("facecap", "procedural"):
         try:

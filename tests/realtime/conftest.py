@@ -67,7 +67,7 @@ def speech(tmp_path_factory: pytest.TempPathFactory) -> Speech:
 
 @pytest.fixture(scope="session")
 def tiny_model() -> Any:
-    from models.random_model import TINY, random_talker
+    from models.net.random_model import TINY, random_talker
 
     return random_talker(TINY)
 

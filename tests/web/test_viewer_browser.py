@@ -132,10 +132,10 @@ def _load_model() -> tuple[Any, bool]:
 
     torch.set_num_threads(1)
     if CHECKPOINT.exists():
-        from models.talker import Talker
+        from models.net.talker import Talker
 
         return Talker.from_checkpoint(CHECKPOINT), True
-    from models.random_model import TINY, random_talker
+    from models.net.random_model import TINY, random_talker
 
     return random_talker(TINY), False
 

@@ -1,0 +1,23 @@
+"""An untrained ``Talker`` of the real class, for developing and testing the server before (or
+without) trained weights. Seeded, so two calls give the same model."""
+
+from __future__ import annotations
+
+import torch
+
+from models.face.load import load_rig
+from models.net.talker import ModelSize, Talker, TalkerConfig
+
+TINY = ModelSize(audio_dim=32, dilations=(1, 2), hidden=32, n_layers=1, identity_dim=16,
+                 joint_dim=16, time_dim=16, dropout=0.0)
+
+
+def random_talker(size: ModelSize | None = None, identities: tuple[str, ...] = ("alice", "bob"),
+                  rig: str = "auto", steps: int = 8, seed: int = 0) -> Talker:
+    face = load_rig(rig)
+    config = TalkerConfig.build(size or ModelSize(), face.blendshape_names, identities,
+                                sampler_steps=steps)
+    torch.manual_seed(seed)
+    talker = Talker(config, face)
+    talker.eval()
+    return talker

@@ -1,0 +1,518 @@
+"""The Talker: audio (16 kHz) + talking identity -> face motion coefficients, offline or streaming.
+
+    audio --features.py--> stacked log-mels (30 fps) --AudioEncoder--> a[k]   (look-ahead 100 ms)
+    identity name / "auto" / None --IdentityModel--> e (identity vector)
+    x_T ~ N(0, I) --sampler(diffusion.py) over Denoiser(x_t, t, a, e)--> x0 (normalised coeffs)
+    x0 * std + mean = coefficients c (T, K);  vertices = template + c @ basis
+
+One class serves the teacher and the distilled students (another checkpoint, another grid).
+``forward`` predicts, ``loss`` trains, ``generate`` and ``stream_step`` sample through the same
+sampler functions; ``stream_step`` equals ``generate`` on the same audio and seed because the
+denoiser is causal in frames and the stream keeps its GRU state per sampling step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from models.net.audio_encoder import AudioEncoder, AudioEncoderConfig
+from models.net.checkpoint import ModelError, load_checkpoint, save_checkpoint
+from models.net.denoiser import Denoiser, DenoiserConfig
+from models.net.features import (
+    AudioBuffer,
+    FeatureConfig,
+    batch_frame_features,
+    check_audio,
+    frame_features,
+)
+from models.net.identity import IdentityConfig, IdentityModel
+from models.net.losses import VertexGram, motion_losses
+from models.sampling import (
+    ScheduleConfig,
+    Steps,
+    cosine_alpha_bar,
+    frame_noise,
+    noise_generators,
+    respace,
+    sample_ddim,
+    sample_ddpm,
+)
+
+__all__ = ["ModelError", "Basis", "ModelSize", "LossConfig", "TalkerConfig", "TrainBatch",
+           "StreamState", "Talker"]
+
+
+# ----------------------------------------------------------------------------- configuration
+
+OBJECTIVES = ("diffusion", "regression")
+
+
+@dataclass(frozen=True)
+class ModelSize:
+    """The size knobs a training preset chooses; TalkerConfig.build fills in the rest."""
+
+    audio_dim: int = 128
+    kernel_size: int = 3
+    dilations: tuple[int, ...] = (1, 2, 4, 8)
+    lookahead_frames: int = 3  # 100 ms: part of the latency floor (DESIGN §6)
+    hidden: int = 256
+    n_layers: int = 1  # one GRU layer: 8 steps of a 1-s window in ~23 ms on one thread (2: ~37)
+    identity_dim: int = 64
+    joint_dim: int = 64
+    time_dim: int = 64
+    dropout: float = 0.1
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    rec: float = 1.0  # vertex MSE of x0
+    lip: float = 1.0  # lip-vertex MSE: lips carry the speech, and LVE is what we report
+    vel: float = 0.5  # velocity MSE: against jitter, which frame-wise MSE does not see
+    contrastive: float = 0.1  # InfoNCE audio <-> identity
+    identity_dropout: float = 0.1  # train with the mean identity sometimes: the unknown-talker case
+
+
+@dataclass(frozen=True)
+class TalkerConfig:
+    features: FeatureConfig
+    encoder: AudioEncoderConfig
+    denoiser: DenoiserConfig
+    identity: IdentityConfig
+    schedule: ScheduleConfig
+    identities: tuple[str, ...]  # bank order: identity i is the i-th training talker
+    coeff_names: tuple[str, ...]  # (K,) basis names (ARKit blendshapes or pca_0..)
+    sampler: str = "ddim"  # "ddim" or "ddpm"; the default for generate/new_stream
+    sampler_steps: int = 64  # 64 for the respaced teacher, 8 for the distilled student
+    loss: LossConfig = field(default_factory=LossConfig)
+    # "diffusion", or "regression": the deterministic baseline of the results table (same
+    # network, trained and run as one step from x_T = 0 at the noisiest t: audio -> motion).
+    objective: str = "diffusion"
+
+    @staticmethod
+    def build(size: ModelSize, coeff_names: tuple[str, ...], identities: tuple[str, ...],
+              features: FeatureConfig | None = None, schedule: ScheduleConfig | None = None,
+              sampler: str = "ddim", sampler_steps: int = 64,
+              loss: LossConfig | None = None, objective: str = "diffusion") -> TalkerConfig:
+        if objective not in OBJECTIVES:
+            raise ModelError(f"unknown objective {objective!r}: use one of {OBJECTIVES}")
+        fc, sc = features or FeatureConfig(), schedule or ScheduleConfig()
+        return TalkerConfig(
+            features=fc,
+            encoder=AudioEncoderConfig(fc.feature_dim, size.audio_dim, size.kernel_size,
+                                       tuple(size.dilations), size.lookahead_frames, size.dropout),
+            denoiser=DenoiserConfig(len(coeff_names), size.audio_dim, size.identity_dim,
+                                    size.time_dim, size.hidden, size.n_layers, sc.n_train_steps),
+            identity=IdentityConfig(len(identities), size.identity_dim, size.audio_dim,
+                                    size.joint_dim),
+            schedule=sc, identities=tuple(identities), coeff_names=tuple(coeff_names),
+            sampler=sampler, sampler_steps=1 if objective == "regression" else sampler_steps,
+            loss=loss or LossConfig(), objective=objective)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> TalkerConfig:
+        return _dataclass_from_dict(TalkerConfig, d)
+
+    def replace(self, **changes: Any) -> TalkerConfig:
+        return _dataclass_from_dict(TalkerConfig, {**self.to_dict(), **changes})
+
+
+def _dataclass_from_dict(cls: Any, d: dict[str, Any]) -> Any:
+    """Rebuild nested frozen dataclasses from JSON (lists back to tuples)."""
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for f in fields(cls):
+        if f.name not in d:
+            continue
+        v, hint = d[f.name], hints[f.name]
+        if is_dataclass(hint):
+            v = v if is_dataclass(v) else _dataclass_from_dict(hint, v)
+        elif isinstance(v, list):
+            v = tuple(v)
+        kwargs[f.name] = v
+    return cls(**kwargs)
+
+
+@dataclass(frozen=True)
+class Basis:
+    """The linear motion basis: vertices = template + coeffs @ basis (DESIGN §5)."""
+
+    template: np.ndarray  # (V, 3) float32
+    basis: np.ndarray  # (K, V, 3) float32
+    names: tuple[str, ...]  # (K,)
+    masks: dict[str, np.ndarray]  # name -> (V,) bool; "lip" and "upper_face" at least
+
+    @staticmethod
+    def from_any(obj: Any) -> Basis:
+        """From a dataset ``MotionBasis``, a ``FaceRig`` or a Basis."""
+        basis = getattr(obj, "basis", None)
+        if basis is None:
+            basis = obj.deltas
+        names = getattr(obj, "names", None) or obj.blendshape_names
+        masks = {k: np.asarray(v, dtype=bool) for k, v in obj.masks.items()}
+        for need in ("lip", "upper_face"):
+            if need not in masks:
+                raise ModelError(f"motion basis lacks the '{need}' vertex mask")
+        return Basis(np.asarray(obj.template, np.float32), np.asarray(basis, np.float32),
+                     tuple(names), masks)
+
+    def decode(self, coeffs: np.ndarray) -> np.ndarray:
+        """(..., K) -> (..., V, 3) float32 vertices."""
+        c = np.asarray(coeffs, np.float32)
+        K, V, _ = self.basis.shape
+        return (c @ self.basis.reshape(K, V * 3)).reshape(*c.shape[:-1], V, 3) + self.template
+
+
+@dataclass
+class TrainBatch:
+    features: torch.Tensor  # (B, R + W, F) features of frames [s - left, s + W + right)
+    coeffs: torch.Tensor  # (B, W, K) target coefficients (raw, not normalised)
+    talker: torch.Tensor  # (B,) long bank index
+    mask: torch.Tensor  # (B, W) bool: frame inside its utterance
+
+
+@dataclass
+class StreamState:
+    """Everything one session needs between hops. Owned by the caller; not thread-safe."""
+
+    seed: int
+    steps: Steps
+    sampler: str
+    audio: AudioBuffer
+    encoder_cache: list[torch.Tensor]  # per conv block (cut_i, A): its last inputs
+    fed: int  # encoder input frames consumed so far (next_frame + right once started)
+    gru: torch.Tensor  # (S, L, H) denoiser state after frame next_frame - 1, one per sampling step
+    rng_x: np.random.Generator  # x_T noise, (n, K) per hop in frame order
+    rng_step: np.random.Generator  # DDPM per-step noise, (n, S, K) per hop in frame order
+    next_frame: int = 0  # frames emitted so far
+
+
+# ----------------------------------------------------------------------------- the model
+
+class Talker(nn.Module):
+    def __init__(self, config: TalkerConfig, basis: Basis | Any,
+                 coeff_mean: np.ndarray | None = None, coeff_std: np.ndarray | None = None):
+        super().__init__()
+        self.config = config
+        self.basis = basis if isinstance(basis, Basis) else Basis.from_any(basis)
+        K = config.denoiser.n_coeffs
+        if self.basis.basis.shape[0] != K:
+            raise ModelError(f"basis has {self.basis.basis.shape[0]} coefficients, config {K}")
+        self.encoder = AudioEncoder(config.encoder)
+        self.denoiser = Denoiser(config.denoiser)
+        self.identity = IdentityModel(config.identity)
+        # Diffusion runs on per-coefficient standardised motion (training-set statistics).
+        mean = np.zeros(K, np.float32) if coeff_mean is None else coeff_mean
+        std = np.ones(K, np.float32) if coeff_std is None else coeff_std
+        self.register_buffer("coeff_mean", torch.as_tensor(mean, dtype=torch.float32).clone())
+        self.register_buffer("coeff_std", torch.as_tensor(std, dtype=torch.float32).clone())
+        self.gram = VertexGram(torch.from_numpy(self.basis.basis),
+                               torch.from_numpy(self.basis.masks["lip"]))
+        self.alpha_bar = cosine_alpha_bar(config.schedule)  # (T,) float64, derived, not saved
+
+    # -- small helpers
+    @property
+    def identities(self) -> list[str]:
+        return list(self.config.identities)
+
+    @property
+    def receptive_field(self) -> tuple[int, int]:
+        """(left, right) audio context of a frame in motion frames; right is the look-ahead."""
+        return self.config.encoder.receptive_field
+
+    def normalize(self, coeffs: torch.Tensor) -> torch.Tensor:
+        return (coeffs - self.coeff_mean) / self.coeff_std
+
+    def denormalize(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.coeff_std + self.coeff_mean
+
+    @property
+    def device(self) -> torch.device:
+        """Where the weights live (``model.to("cuda")``); inputs and stream states follow, and
+        results come back as CPU NumPy arrays either way."""
+        return self.coeff_mean.device
+
+    @property
+    def is_regression(self) -> bool:
+        return self.config.objective == "regression"
+
+    def steps(self, n_steps: int | None = None) -> Steps:
+        """The sampling grid: ``n_steps`` (default the config's); a regression model has one."""
+        if self.is_regression:
+            return respace(self.alpha_bar, 1)
+        return respace(self.alpha_bar, n_steps or self.config.sampler_steps)
+
+    # -- prediction
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor | int, audio: torch.Tensor,
+                identity: torch.Tensor, state: torch.Tensor | None = None,
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Predict normalised x0 (B, T, K) from x_t (B, T, K), step t, audio features (B, T, A)
+        and identity (B, D) or (B, T, D); returns (x0_hat, GRU state after the last frame)."""
+        return self.denoiser(x_t, t, audio, identity, state)
+
+    def encode_audio(self, features: torch.Tensor) -> torch.Tensor:
+        """(B, R + T, F) -> (B, T, A); see AudioEncoder for the frame alignment."""
+        return self.encoder(features)
+
+    def offline_features(self, audio: np.ndarray) -> torch.Tensor:
+        """Checked 16 kHz audio -> (R + T, F) encoder inputs for all its T frames."""
+        left, right = self.receptive_field
+        T = self.config.features.n_frames(len(audio))
+        return frame_features(audio, -left, left + T + right, self.config.features)
+
+    # -- training
+    def motion_loss(self, pred: torch.Tensor, target: torch.Tensor,
+                    mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Vertex-space losses of normalised predictions and targets (B, T, K)."""
+        return motion_losses(self.denormalize(pred), self.denormalize(target), self.gram, mask)
+
+    def loss(self, batch: TrainBatch, generator: torch.Generator | None = None,
+             t: torch.Tensor | None = None, noise: torch.Tensor | None = None,
+             ) -> dict[str, torch.Tensor]:
+        """Training loss of one batch (diffusion, or the regression baseline):
+        {"loss": weighted total, and each term}."""
+        x0 = self.normalize(batch.coeffs)  # (B, W, K)
+        B = x0.shape[0]
+        if self.is_regression:  # one deterministic step: x_t = 0 at the noisiest t
+            t = torch.full((B,), len(self.alpha_bar) - 1)
+            x_t = torch.zeros_like(x0)
+        else:
+            if t is None:
+                t = torch.randint(0, len(self.alpha_bar), (B,), generator=generator)
+            if noise is None:
+                noise = torch.randn(x0.shape, generator=generator)
+            ab = self.alpha_bar[t].float()[:, None, None]  # (B, 1, 1)
+            x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * noise
+        audio = self.encode_audio(batch.features)  # (B, W, A)
+        ident = self.identity.vectors(batch.talker)  # (B, D)
+        drop = torch.rand(B, generator=generator) < self.config.loss.identity_dropout
+        ident = torch.where(drop[:, None], self.identity.mean_identity()[None], ident)
+        pred, _ = self(x_t, t, audio, ident)
+        terms = self.motion_loss(pred, x0, batch.mask)
+        terms["contrastive"] = self.identity.contrastive_loss(audio, batch.talker, batch.mask)
+        w = self.config.loss
+        terms["loss"] = (w.rec * terms["rec"] + w.lip * terms["lip"] + w.vel * terms["vel"]
+                         + w.contrastive * terms["contrastive"])
+        return terms
+
+    # -- identities
+    def identity_index(self, name: str) -> int:
+        if name not in self.config.identities:
+            raise ModelError(f"unknown identity {name!r}; known: {', '.join(self.identities)}")
+        return self.config.identities.index(name)
+
+    @torch.no_grad()
+    def pick_identity(self, audio_16k: np.ndarray, sample_rate_hz: int = 16000,
+                      ) -> tuple[int, np.ndarray]:
+        """Nearest training identity to a recording (use ~3 s): (index, (N,) cosine scores)."""
+        audio = check_audio(audio_16k, sample_rate_hz, self.config.features)
+        with self._eval():
+            feats = self.encode_audio(self.offline_features(audio)[None].to(self.device))[0]
+            index, scores = self.identity.pick(feats)  # feats (T, A)
+        return index, scores.cpu().numpy()
+
+    @torch.no_grad()
+    def identity_vector(self, identity: str | None = None,
+                        audio: np.ndarray | None = None) -> torch.Tensor:
+        """(D,) conditioning vector on the CPU: a name, None (the mean identity) or "auto" (needs
+        audio)."""
+        if identity is None:
+            return self.identity.mean_identity().detach().cpu().clone()
+        if identity == "auto":
+            if audio is None:
+                raise ModelError('identity "auto" needs audio to pick from')
+            return self.identity.bank.weight[self.pick_identity(audio)[0]].detach().cpu().clone()
+        return self.identity.bank.weight[self.identity_index(identity)].detach().cpu().clone()
+
+    # -- offline generation
+    @torch.no_grad()
+    def generate(self, audio_16k: np.ndarray, identity: str | None | torch.Tensor = None,
+                 steps: int | None = None, seed: int = 0, sample_rate_hz: int = 16000,
+                 sampler: str | None = None) -> np.ndarray:
+        """Coefficients (T, K) float32 for mono 16 kHz float audio, T = ceil(len / 533.33).
+        Uses the stream noise rule, so a stream with the same seed gives the same frames."""
+        audio = check_audio(audio_16k, sample_rate_hz, self.config.features)
+        ident = identity if isinstance(identity, torch.Tensor) else \
+            self.identity_vector(identity, audio)
+        state = self.new_stream(seed, steps, sampler)
+        T = self.config.features.n_frames(len(audio))
+        with self._eval():
+            feats = self.offline_features(audio)[None].to(self.device)
+            audio_feat = self.encode_audio(feats)  # (1, T, A)
+            x0 = self._sample(state, audio_feat, ident[None].to(self.device), T, [state])
+        return self.denormalize(x0)[0].cpu().numpy()
+
+    # -- streaming
+    def new_stream(self, seed: int = 0, steps: int | None = None,
+                   sampler: str | None = None) -> StreamState:
+        """A fresh session; nothing is computed until audio arrives."""
+        sampler = "ddim" if self.is_regression else sampler or self.config.sampler
+        if sampler not in ("ddim", "ddpm"):
+            raise ModelError(f"unknown sampler {sampler!r}: use 'ddim' or 'ddpm'")
+        grid = self.steps(steps)
+        left, right = self.receptive_field
+        buf = AudioBuffer(self.config.features)
+        c = self.config.denoiser
+        rng_x, rng_step = noise_generators(seed)
+        silence = buf.features(-1, 1)[0].to(self.device)  # (F,) a frame before the start
+        with torch.no_grad():
+            cache = self.encoder.init_cache(silence)
+        return StreamState(seed=seed, steps=grid, sampler=sampler, audio=buf,
+                           encoder_cache=cache, fed=0,
+                           gru=torch.zeros(len(grid), c.n_layers, c.hidden, device=self.device),
+                           rng_x=rng_x, rng_step=rng_step)
+
+    def push_audio(self, state: StreamState, samples_16k: np.ndarray) -> None:
+        """Append mono float32 16 kHz samples (any chunk size)."""
+        state.audio.push(samples_16k)
+
+    def flush(self, state: StreamState) -> None:
+        """End of stream: the look-ahead past the end is silence; every frame becomes available."""
+        state.audio.flush()
+
+    def frames_available(self, state: StreamState) -> int:
+        """Frames that can be generated now: their look-ahead audio has arrived."""
+        if state.audio.flushed:
+            total = self.config.features.n_frames(state.audio.received)
+        else:
+            total = state.audio.last_ready_frame() - self.receptive_field[1] + 1
+        return max(0, total - state.next_frame)
+
+    @torch.no_grad()
+    def stream_step(self, states: list[StreamState], n_frames: int,
+                    identity_vectors: torch.Tensor | None = None) -> np.ndarray:
+        """Generate the next ``n_frames`` of every stream in one batched pass over all sampling
+        steps -> (B, n_frames, K) float32 coefficients. identity_vectors: (B, D), per frame
+        (B, n, D), or None (mean identity). Every stream needs frames_available >= n_frames and
+        the same sampler and steps."""
+        if not states or n_frames <= 0:
+            raise ModelError("stream_step needs at least one stream and one frame")
+        for s in states:
+            if s.steps != states[0].steps or s.sampler != states[0].sampler:
+                raise ModelError("streams batched together must share sampler and steps")
+            if self.frames_available(s) < n_frames:
+                raise ModelError(f"stream has {self.frames_available(s)} frames available, "
+                                 f"{n_frames} asked (wait for audio or flush)")
+        B = len(states)
+        if identity_vectors is None:
+            identity_vectors = self.identity.mean_identity()[None].expand(B, -1)
+        if identity_vectors.shape[0] != B:
+            raise ModelError(f"identity_vectors has {identity_vectors.shape[0]} rows "
+                             f"for {B} streams")
+        identity_vectors = identity_vectors.to(self.device)
+        with self._eval():
+            audio_feat = self._encode_next(states, n_frames)  # (B, n, A)
+            x0 = self._sample(states[0], audio_feat, identity_vectors, n_frames, states)
+        for s in states:
+            s.next_frame += n_frames
+            s.audio.release(s.fed)
+        return self.denormalize(x0).cpu().numpy()
+
+    def _encode_next(self, states: list[StreamState], n: int) -> torch.Tensor:
+        """Audio features (B, n, A) of frames [next_frame, next_frame + n) of every stream: feeds
+        input frames [next_frame + right, next_frame + n + right) through the cached encoder."""
+        right = self.receptive_field[1]
+        for s in states:  # once per stream: the first `right` frames, whose outputs precede frame 0
+            if s.fed < right:
+                self._feed([s], right - s.fed)
+        return self._feed(states, n)
+
+    def _feed(self, states: list[StreamState], n: int) -> torch.Tensor:
+        feats = batch_frame_features([s.audio.request(s.fed, n) for s in states], n,
+                                     self.config.features).to(self.device)  # (B, n, F)
+        caches = [torch.stack(c) for c in zip(*(s.encoder_cache for s in states), strict=True)]
+        out, caches = self.encoder.forward_stream(feats, caches)  # (B, n, A)
+        for b, s in enumerate(states):
+            s.encoder_cache = [c[b] for c in caches]
+            s.fed += n
+        return out
+
+    def _sample(self, proto: StreamState, audio: torch.Tensor, identity: torch.Tensor,
+                n: int, states: list[StreamState]) -> torch.Tensor:
+        """Run the sampler over n new frames of B streams, advancing their noise and GRU states.
+        audio (B, n, A); identity (B, D) or (B, n, D) -> normalised x0 (B, n, K)."""
+        K, S = self.config.denoiser.n_coeffs, len(proto.steps)
+        x_T = torch.stack([torch.from_numpy(frame_noise(s.rng_x, n, K))
+                           for s in states]).to(self.device)
+        if self.is_regression:
+            x_T = torch.zeros_like(x_T)  # still drawn, so the noise stream stays per frame
+        gru = torch.stack([s.gru for s in states], dim=2)  # (S, L, B, H)
+        new_gru = gru.clone()
+        calls = [0]
+
+        def model_fn(x: torch.Tensor, t: int, cond: tuple) -> torch.Tensor:
+            i = calls[0]  # the sampler calls once per step, in order: i picks the state
+            x0, new_gru[i] = self(x, t, cond[0], cond[1], gru[i])
+            calls[0] += 1
+            return x0
+
+        if proto.sampler == "ddim":
+            x0 = sample_ddim(model_fn, x_T, proto.steps, (audio, identity))
+        else:
+            step_noise = np.stack([s.rng_step.standard_normal((n, S, K)) for s in states])
+            noise = torch.from_numpy(step_noise.astype(np.float32)).permute(2, 0, 1, 3)
+            noise = noise.to(self.device)
+            x0 = sample_ddpm(model_fn, x_T, proto.steps, (audio, identity), noise=noise)
+        for b, s in enumerate(states):
+            s.gru = new_gru[:, :, b].clone()
+        return x0
+
+    @contextlib.contextmanager
+    def _eval(self):
+        was = self.training
+        self.eval()
+        try:
+            yield
+        finally:
+            self.train(was)
+
+    # -- vertices
+    def rig_vertices(self, coeffs: np.ndarray) -> np.ndarray:
+        """(T, K) coefficients -> (T, V, 3) float32 vertices through the stored basis."""
+        return self.basis.decode(coeffs)
+
+    # -- checkpoints
+    def save(self, path: str | Path, extra_metadata: dict[str, Any] | None = None) -> Path:
+        tensors = {f"model.{k}": v for k, v in self.state_dict().items()}
+        tensors["rig.template"] = torch.from_numpy(self.basis.template)
+        tensors["rig.basis"] = torch.from_numpy(self.basis.basis)
+        for name, m in self.basis.masks.items():
+            tensors[f"rig.mask.{name}"] = torch.from_numpy(m.astype(np.uint8))
+        config = {"talker": self.config.to_dict(), "basis_names": list(self.basis.names)}
+        return save_checkpoint(path, tensors, config, extra_metadata)
+
+    @staticmethod
+    def from_checkpoint(path: str | Path) -> Talker:
+        """Load a Talker from one .safetensors file (config, identities, basis inside)."""
+        tensors, config, _ = load_checkpoint(path)
+        try:
+            cfg = TalkerConfig.from_dict(config["talker"])
+            basis = Basis(tensors["rig.template"].numpy(), tensors["rig.basis"].numpy(),
+                          tuple(config["basis_names"]),
+                          {k[len("rig.mask."):]: v.numpy().astype(bool)
+                           for k, v in tensors.items() if k.startswith("rig.mask.")})
+            talker = Talker(cfg, basis)
+            state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+            talker.load_state_dict(state, strict=True)
+        except (KeyError, TypeError, RuntimeError, ValueError) as e:
+            raise ModelError(f"checkpoint {path} does not match this code: {e}") from e
+        talker.eval()
+        return talker
+
+    def describe(self) -> str:
+        n = sum(p.numel() for p in self.parameters())
+        return json.dumps({"params": n, "identities": len(self.identities),
+                           "receptive_field": self.receptive_field,
+                           "sampler": self.config.sampler, "steps": self.config.sampler_steps})
