@@ -45,7 +45,7 @@ setup: $(STAMPS)/venv $(STAMPS)/npm $(STAMPS)/assets
 setup-test: setup $(STAMPS)/system-test
 
 run: setup
-	$(PY) -m realtime serve --host $(HOST) --port $(PORT)
+	$(VENV)/bin/talker serve --host $(HOST) --port $(PORT)
 
 # Reproduces models/weights/default.* from scratch: corpus -> teacher -> 8-step student -> eval.
 train-default: setup
@@ -55,7 +55,7 @@ test: setup-test
 	$(PY) -m pytest -q
 
 lint:
-	$(VENV)/bin/ruff check realtime models tests benchmarks
+	$(VENV)/bin/ruff check realtime models talker tests benchmarks
 
 typecheck:
 	$(VENV)/bin/mypy

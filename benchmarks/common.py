@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from models.errors import ConfigError
 from realtime.metrics import percentile
 
 REPO = Path(__file__).resolve().parent.parent
@@ -42,8 +43,6 @@ SENTENCES = (
 )
 
 
-class BenchError(Exception):
-    """A problem the user can fix (missing file, no CUDA, ...): printed as one line, exit 2."""
 
 
 # ------------------------------------------------------------------------------ what it ran on
@@ -109,7 +108,7 @@ def setup_torch(device: str, threads: int | None) -> int:
     import torch
 
     if device == "cuda" and not torch.cuda.is_available():
-        raise BenchError(f"--device cuda asked, but this torch ({torch.__version__}) sees no "
+        raise ConfigError(f"--device cuda asked, but this torch ({torch.__version__}) sees no "
                          "CUDA device; the Makefile installs the CPU build")
     n = threads or os.cpu_count() or 1
     torch.set_num_threads(n)
@@ -138,10 +137,10 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
 
 
 def run_main(main: Any) -> None:
-    """``raise SystemExit(run_main(main))`` with BenchError as one line and exit code 2."""
+    """``raise SystemExit(run_main(main))`` with ConfigError as one line and exit code 2."""
     try:
         code = main()
-    except BenchError as exc:
+    except ConfigError as exc:
         print(f"benchmark error: {exc}", file=sys.stderr)
         code = 2
     except KeyboardInterrupt:
@@ -195,7 +194,7 @@ def espeak_utterance(seconds: float, voice: str, index: int, folder: Path,
     from realtime.audio import resample
 
     if shutil.which("espeak-ng") is None:
-        raise BenchError("espeak-ng is not installed (apt-get install espeak-ng)")
+        raise ConfigError("espeak-ng is not installed (apt-get install espeak-ng)")
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng([seed, index])
     need = int(round(seconds * SAMPLE_RATE))
@@ -208,7 +207,7 @@ def espeak_utterance(seconds: float, voice: str, index: int, folder: Path,
             proc = subprocess.run(["espeak-ng", "-v", voice, "-w", str(wav), text],
                                   capture_output=True, text=True)
             if proc.returncode != 0 or not wav.is_file():
-                raise BenchError(f"espeak-ng -v {voice} failed: {proc.stderr.strip()}")
+                raise ConfigError(f"espeak-ng -v {voice} failed: {proc.stderr.strip()}")
         rate, data = wavfile.read(wav)
         audio = resample(np.asarray(data, np.float32) / 32768.0, int(rate), SAMPLE_RATE)
         pause = np.zeros(int(rng.uniform(0.3, 0.8) * SAMPLE_RATE), np.float32)

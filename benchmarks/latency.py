@@ -46,7 +46,6 @@ from benchmarks.common import (
     REPO,
     SAMPLE_RATE,
     VOICES,
-    BenchError,
     add_common_args,
     default_out,
     espeak_utterance,
@@ -61,6 +60,7 @@ from benchmarks.common import (
     tiny_checkpoint,
     write_json,
 )
+from models.errors import ConfigError
 
 LADDER = (1, 2, 4, 8, 16, 32)
 WEBRTC_LADDER = (1, 4)
@@ -75,9 +75,9 @@ def free_port() -> int:
 
 
 def talker_command() -> list[str]:
-    """The ``talker`` console script of this interpreter (``python -m realtime`` is the same)."""
+    """The ``talker`` console script of this interpreter (``python -m talker`` is the same)."""
     script = Path(sys.executable).with_name("talker")
-    return [str(script)] if script.is_file() else [sys.executable, "-m", "realtime"]
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "talker"]
 
 
 def read_proc(pid: int) -> tuple[float, int, int]:
@@ -157,14 +157,14 @@ class Server:
             return dict(json.loads(r.read()))
 
     def checked_health(self) -> dict[str, Any]:
-        """/health, or BenchError with the server's log if it died or stopped answering."""
+        """/health, or ConfigError with the server's log if it died or stopped answering."""
         if self.proc.poll() is not None:
-            raise BenchError(f"the server exited with {self.proc.returncode}:\n"
+            raise ConfigError(f"the server exited with {self.proc.returncode}:\n"
                              + self.log_tail())
         try:
             return self.health()
         except (urllib.error.URLError, OSError, ValueError) as exc:
-            raise BenchError(f"the server's /health failed ({exc}):\n{self.log_tail()}") from exc
+            raise ConfigError(f"the server's /health failed ({exc}):\n{self.log_tail()}") from exc
 
     def log_tail(self, lines: int = 30) -> str:
         try:
@@ -196,7 +196,7 @@ def start_server(model_args: list[str], extra: list[str], max_sessions: int, see
     deadline = time.monotonic() + startup_timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise BenchError(f"`{' '.join(command)}` exited with {proc.returncode}:\n"
+            raise ConfigError(f"`{' '.join(command)}` exited with {proc.returncode}:\n"
                              + server.log_tail())
         try:
             server.health(timeout_s=2.0)
@@ -204,7 +204,7 @@ def start_server(model_args: list[str], extra: list[str], max_sessions: int, see
         except (urllib.error.URLError, OSError, ValueError):
             time.sleep(0.2)
     server.stop()
-    raise BenchError(f"the server gave no /health within {startup_timeout_s:g} s:\n"
+    raise ConfigError(f"the server gave no /health within {startup_timeout_s:g} s:\n"
                      + server.log_tail())
 
 
@@ -418,7 +418,7 @@ async def bench(args: argparse.Namespace, server: Server, workdir: Path) -> dict
           f"{', '.join(VOICES[:min(n_max, len(VOICES))])}", flush=True)
     warm = await session(server.url, audios[0][: SAMPLE_RATE * 2], 0.0, 120.0, "ws")  # not measured
     if warm.error is not None:
-        raise BenchError(f"warm-up session failed: {warm.error}\n{server.log_tail()}")
+        raise ConfigError(f"warm-up session failed: {warm.error}\n{server.log_tail()}")
     steps: list[dict[str, Any]] = []
     stopped = None
     print(format_table(TABLE_HEADERS, [], COL), flush=True)
@@ -468,7 +468,7 @@ def main(argv: list[str] | None = None) -> int:
             if ckpt.is_file():
                 model_args, model = ["--checkpoint", str(ckpt)], str(ckpt)
             elif args.checkpoint:
-                raise BenchError(f"no checkpoint {ckpt}")
+                raise ConfigError(f"no checkpoint {ckpt}")
             else:
                 print(f"{ckpt} not found: serving --random-model", flush=True)
                 model_args, model = ["--random-model"], "random default-size model"

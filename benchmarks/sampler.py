@@ -35,7 +35,6 @@ from benchmarks.common import (
     REPO,
     SAMPLE_RATE,
     VOICES,
-    BenchError,
     add_common_args,
     default_out,
     espeak_utterance,
@@ -49,6 +48,7 @@ from benchmarks.common import (
     setup_torch,
     write_json,
 )
+from models.errors import ConfigError
 
 DEFAULT_TEACHER = REPO / "runs" / "default" / "teacher" / "talker.safetensors"
 DEFAULT_STUDENT = REPO / "models" / "weights" / "default.safetensors"
@@ -104,7 +104,7 @@ def student_paths(given: list[str]) -> list[Path]:
     out = []
     for p in paths:
         if not p.is_file():
-            raise BenchError(f"no student checkpoint {p}")
+            raise ConfigError(f"no student checkpoint {p}")
         d = _digest(p)
         if d not in seen:
             seen.add(d)
@@ -126,14 +126,14 @@ def plan_rows(args: argparse.Namespace, device: str, cache: dict[str | None, Any
     rows: list[Row] = []
     if args.tiny or (teacher is None and not students):
         if not (args.quick or args.tiny):
-            raise BenchError(f"no checkpoints: pass --teacher/--student (defaults "
+            raise ConfigError(f"no checkpoints: pass --teacher/--student (defaults "
                              f"{DEFAULT_TEACHER.relative_to(REPO)}, "
                              f"{DEFAULT_STUDENT.relative_to(REPO)}), or --tiny / --quick")
         roles: list[tuple[str, str | None]] = [("random", None)]
     else:
         roles = [("teacher", teacher)] if teacher else []
         if teacher and not Path(teacher).is_file():
-            raise BenchError(f"no teacher checkpoint {teacher}")
+            raise ConfigError(f"no teacher checkpoint {teacher}")
     for role, path in roles:
         model = load(path, device, cache, args.seed)
         name = "random-tiny" if role == "random" else "teacher"
@@ -152,9 +152,9 @@ def plan_rows(args: argparse.Namespace, device: str, cache: dict[str | None, Any
         baseline = str(DEFAULT_BASELINE)
     if baseline and not args.tiny:
         if not Path(baseline).is_file():
-            raise BenchError(f"no baseline checkpoint {baseline}")
+            raise ConfigError(f"no baseline checkpoint {baseline}")
         if not load(baseline, device, cache, args.seed).is_regression:
-            raise BenchError(f"{baseline} is not a regression checkpoint "
+            raise ConfigError(f"{baseline} is not a regression checkpoint "
                              "(talker train --objective regression)")
         rows.append(Row("regression (no diffusion)", "baseline", baseline, "ddim", 1))
     return rows
@@ -213,7 +213,7 @@ def test_clips(data: Path | None, quick: bool, workdir: Path, max_utterances: in
     if data is None:
         if not quick:
             if not DEFAULT_DATA.is_dir():
-                raise BenchError(f"no corpus {DEFAULT_DATA.relative_to(REPO)}: pass --data or "
+                raise ConfigError(f"no corpus {DEFAULT_DATA.relative_to(REPO)}: pass --data or "
                                  "--no-quality")
             data = DEFAULT_DATA
         else:
@@ -225,10 +225,10 @@ def test_clips(data: Path | None, quick: bool, workdir: Path, max_utterances: in
                                   val_fraction=0.0, test_fraction=0.34)
             generate_corpus(config, data, workers=1, progress=False)
     if not data.is_dir():
-        raise BenchError(f"no corpus folder {data}")
+        raise ConfigError(f"no corpus folder {data}")
     clips = load_clips(TalkingFaceDataset.load(data), "test")[:max_utterances]
     if not clips:
-        raise BenchError(f"corpus {data} has no test utterances")
+        raise ConfigError(f"corpus {data} has no test utterances")
     return clips, str(data)
 
 
@@ -342,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
             q = quality(model, row, clips, args.seed) if clips else None
         except RuntimeError as exc:
             if args.device == "cuda":
-                raise BenchError(f"{row.label} failed on CUDA ({exc}); the streaming path of "
+                raise ConfigError(f"{row.label} failed on CUDA ({exc}); the streaming path of "
                                  "models.net.talker builds its noise and state on the CPU") from exc
             raise
         entry = {"label": row.label, "role": row.role, "checkpoint": row.checkpoint,

@@ -3,7 +3,7 @@
 ::
 
     TalkerError                 everything this project raises on purpose
-    ├── UserError               the input or the set-up is wrong: the message says what and how to fix
+    ├── UserError               the input or the set-up is wrong; the message says how to fix it
     │   ├── ConfigError         a bad command-line argument, option or config value
     │   ├── DataError           a file, folder or tool the data needs is missing or broken
     │   │                       (corpus, dataset, WAV, face asset, glTF, rig, espeak-ng)
@@ -38,6 +38,8 @@ class ConfigError(UserError):
 class DataError(UserError):
     """A file, folder or external tool that the data needs is missing, inconsistent or broken;
     the message names the file (or tool) and what to do."""
+
+
 
 
 class ModelError(UserError):

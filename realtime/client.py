@@ -21,15 +21,15 @@ import numpy as np
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
+from models.errors import UserError
 from realtime import protocol as proto
 from realtime.audio import encode_pcm
-from realtime.errors import TalkerError
 from realtime.metrics import SendClock, percentile
 
 log = logging.getLogger("talker.client")
 
 
-class ClientError(TalkerError):
+class ClientError(UserError):
     """The server refused or failed the stream; ``code`` is the protocol error code if any."""
 
     def __init__(self, message: str, code: str | None = None, close_code: int | None = None):

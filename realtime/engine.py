@@ -25,6 +25,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from models.errors import InternalError
+
 log = logging.getLogger(__name__)
 
 MEAN_IDENTITY = "mean"  # the average learned identity: used before "auto" has picked one
@@ -82,7 +84,7 @@ class HopJob:
     submitted_s: float = field(default_factory=time.monotonic)
 
 
-class EngineError(RuntimeError):
+class EngineError(InternalError):
     """A hop or call could not run: engine stopped, stream closed, or the model raised."""
 
 

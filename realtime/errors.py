@@ -1,4 +1,4 @@
-"""The one small error hierarchy of the real-time server.
+"""The real-time server's part of the one error tree (``models.errors``): protocol errors.
 
 Every error that may reach a client is a :class:`ProtocolError`: it carries a short machine code
 (``"bad_field_type"``), a human message that names the field and what was expected, and the
@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from enum import IntEnum
 
-__all__ = ["CloseCode", "ProtocolError", "TalkerError"]
+from models.errors import UserError
+
+__all__ = ["CloseCode", "ProtocolError"]
 
 
 class CloseCode(IntEnum):
@@ -24,11 +26,7 @@ class CloseCode(IntEnum):
     TRY_AGAIN_LATER = 1013  # the server is full
 
 
-class TalkerError(Exception):
-    """Base class of the errors raised by this project's real-time code."""
-
-
-class ProtocolError(TalkerError):
+class ProtocolError(UserError):
     """Bad input from a peer, or a refusal the peer must be told about.
 
     ``code`` is a stable snake_case identifier (listed in PROTOCOL.md), ``message`` a sentence

@@ -40,7 +40,7 @@ from realtime.engine import (
 from realtime.errors import CloseCode, ProtocolError
 from realtime.session import HopRequest, Session, SessionConfig
 from realtime.static import StaticRoots, json_response, serve_file, text_response
-from realtime.webrtc import WebRtcError, WebRtcIngest
+from realtime.webrtc import WebRtcIngest
 
 log = logging.getLogger("talker.server")
 
@@ -422,8 +422,8 @@ class TalkerServer:
         conn.webrtc = WebRtcIngest(sink, on_ended=ended)
         try:
             answer = await conn.webrtc.accept_offer(offer.sdp)
-        except WebRtcError as exc:
-            conn.protocol.fail(ProtocolError("bad_value", f"field 'sdp': {exc}"))
+        except ProtocolError as exc:
+            conn.protocol.fail(exc)
             return
         conn.protocol.send(proto.Answer(sdp=answer))
 

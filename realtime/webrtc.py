@@ -20,6 +20,7 @@ import numpy as np
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from realtime.errors import ProtocolError
 from realtime.metrics import SendClock
 
 log = logging.getLogger(__name__)
@@ -28,10 +29,6 @@ RTC_RATE_HZ = 48000  # what browsers send
 RTC_FRAME_SAMPLES = 960  # 20 ms at 48 kHz
 
 AudioSink = Callable[[np.ndarray, int], None]  # (mono float32 samples, sample_rate_hz)
-
-
-class WebRtcError(RuntimeError):
-    pass
 
 
 def frame_to_mono(frame: object) -> tuple[np.ndarray, int]:
@@ -73,9 +70,11 @@ class WebRtcIngest:
         try:
             await self._pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
         except Exception as exc:  # aiortc raises ValueError and friends on bad SDP
-            raise WebRtcError(f"could not apply the SDP offer: {exc}") from exc
+            raise ProtocolError(
+                "bad_value", f"field 'sdp': could not apply the offer: {exc}"
+            ) from exc
         if not any(t.kind == "audio" for t in self._pc.getTransceivers()):
-            raise WebRtcError("the SDP offer has no audio track")
+            raise ProtocolError("bad_value", "field 'sdp': the offer has no audio track")
         answer = await self._pc.createAnswer()
         await self._pc.setLocalDescription(answer)
         return str(self._pc.localDescription.sdp)

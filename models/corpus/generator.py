@@ -41,6 +41,7 @@ from tqdm import tqdm
 from models.corpus.speech import DEFAULT_LIBRARY, SAMPLE_RATE_HZ, VoiceSpec, engine
 from models.corpus.talkers import Talker, animate, sample_style, sample_talkers, sample_voices
 from models.corpus.text import MAX_DURATION_S, MIN_DURATION_S, make_script
+from models.errors import DataError
 from models.face.rig import RIG_NAMES, FaceRig
 
 log = logging.getLogger(__name__)
@@ -49,8 +50,6 @@ GENERATOR_VERSION = "1.1"  # 1.1: talkers sharing a voice keep their own pitch, 
 SPLITS = ("train", "val", "test", "heldout_talker", "heldout_voice")
 
 
-class CorpusError(RuntimeError):
-    """The corpus cannot be generated or read; the message names the path or setting to fix."""
 
 
 @dataclass(frozen=True)
@@ -82,7 +81,7 @@ def plan(config: CorpusConfig) -> tuple[list[Talker], dict[str, list[VoiceSpec]]
     """Talkers, voices by role, and one task per utterance, in ID order."""
     n_train = config.talkers - config.heldout_talkers
     if n_train < 1 or config.utterances < 1:
-        raise CorpusError(f"need at least one training talker and one utterance: {config}")
+        raise DataError(f"need at least one training talker and one utterance: {config}")
     n_voices = config.voices or max(1, math.ceil(n_train * 3 / 8))
     rng = np.random.default_rng(np.random.SeedSequence([config.seed, 1]))
     voices = sample_voices(n_voices + config.heldout_talkers + config.heldout_voices, rng)
@@ -141,7 +140,7 @@ def _make_utterance(task: _Task) -> dict:
         if MIN_DURATION_S <= total <= MAX_DURATION_S:
             break
     else:
-        raise CorpusError(f"{task.uid}: no script of {MIN_DURATION_S}-{MAX_DURATION_S} s with "
+        raise DataError(f"{task.uid}: no script of {MIN_DURATION_S}-{MAX_DURATION_S} s with "
                           f"voice {task.voice}")
     speech = speech.padded(script.lead_silence_s, script.trail_silence_s)
     n_samples = len(speech.audio)
@@ -185,7 +184,7 @@ def _prepare_out_dir(out_dir: Path) -> None:
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as e:
-        raise CorpusError(f"cannot write the corpus to {out_dir}: {e.strerror or e}; choose a "
+        raise DataError(f"cannot write the corpus to {out_dir}: {e.strerror or e}; choose a "
                           f"writable output directory") from None
 
 
@@ -194,8 +193,8 @@ def generate_corpus(config: CorpusConfig, out_dir: str | Path, workers: int = 2,
     """Generate the corpus into ``out_dir``; return the path of ``corpus.json``.
 
     ``workers`` spawned processes (at least one); each initialises espeak-ng once.
-    Raises CorpusError for an unwritable directory, SpeechError if espeak-ng is missing
-    or a voice is unknown (checked before any work starts), RigError for a bad rig.
+    Raises DataError for an unwritable directory, DataError if espeak-ng is missing
+    or a voice is unknown (checked before any work starts), DataError for a bad rig.
     """
     from models.face.load import load_rig
 
@@ -207,7 +206,7 @@ def generate_corpus(config: CorpusConfig, out_dir: str | Path, workers: int = 2,
         eng.set_voice(spec)
     rig = load_rig(config.rig)
     if rig.blendshape_names != RIG_NAMES:
-        raise CorpusError(f"rig {rig.name!r} does not have the 51 ARKit blendshapes")
+        raise DataError(f"rig {rig.name!r} does not have the 51 ARKit blendshapes")
     args = (rig, config.library, str(out), config.fps)
     bar = tqdm(total=len(tasks), desc="corpus", unit="utt", file=sys.stderr, disable=not progress)
     # Always worker processes, even for one: synthesize_isolated needs a clean engine.

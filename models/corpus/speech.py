@@ -25,6 +25,7 @@ import numpy as np
 from scipy.signal import resample_poly
 
 from models.corpus.phonemes import PAUSE, Phone, clean_symbol, is_pause
+from models.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +44,6 @@ _PARAM_RATE, _PARAM_PITCH, _PARAM_RANGE, _PARAM_WORDGAP = 1, 3, 4, 7
 _EE_OK = 0
 
 
-class SpeechError(RuntimeError):
-    """espeak-ng is missing, a voice is unknown, or synthesis failed; the message names the fix."""
 
 
 class _EventId(ctypes.Union):
@@ -145,16 +144,16 @@ def _tile(phones: list[Phone], duration_s: float) -> list[Phone]:
 
 
 def check_timings(speech: Speech, tol_s: float = 1e-6) -> None:
-    """Raise SpeechError unless phones are contiguous, monotonic and cover the audio exactly."""
+    """Raise DataError unless phones are contiguous, monotonic and cover the audio exactly."""
     ph = speech.phonemes
     if not ph:
-        raise SpeechError("espeak-ng returned no phonemes")
+        raise DataError("espeak-ng returned no phonemes")
     if abs(ph[0].start_s) > tol_s or abs(ph[-1].end_s - speech.duration_s) > tol_s:
-        raise SpeechError(f"phones span {ph[0].start_s:.3f}..{ph[-1].end_s:.3f} s but the audio "
+        raise DataError(f"phones span {ph[0].start_s:.3f}..{ph[-1].end_s:.3f} s but the audio "
                           f"lasts {speech.duration_s:.3f} s")
     for a, b in zip(ph, ph[1:], strict=False):
         if b.start_s < a.start_s or abs(b.start_s - a.end_s) > tol_s or a.end_s <= a.start_s:
-            raise SpeechError(f"non-monotonic phone timings: {a} then {b}")
+            raise DataError(f"non-monotonic phone timings: {a} then {b}")
 
 
 class Espeak:
@@ -164,7 +163,7 @@ class Espeak:
         try:
             self._lib = ctypes.CDLL(library)
         except OSError as e:
-            raise SpeechError(f"cannot load espeak-ng library {library!r} ({e}); "
+            raise DataError(f"cannot load espeak-ng library {library!r} ({e}); "
                               f"{INSTALL_HINT}") from None
         lib = self._lib
         lib.espeak_Initialize.restype = ctypes.c_int
@@ -185,7 +184,7 @@ class Espeak:
         self.native_rate_hz = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, None,
                                                     _INIT_PHONEME_EVENTS | _INIT_DONT_EXIT)
         if self.native_rate_hz <= 0:
-            raise SpeechError(f"espeak-ng failed to initialise (no voice data?); {INSTALL_HINT}")
+            raise DataError(f"espeak-ng failed to initialise (no voice data?); {INSTALL_HINT}")
         self._samples: list[np.ndarray] = []
         self._events: list[tuple[int, int, int, str]] = []  # (type, sample, number, name)
         self._callback = _SynthCallback(self._on_synth)  # keep a reference: C holds a pointer
@@ -219,16 +218,16 @@ class Espeak:
         return tuple(sorted(p.name for p in folder.iterdir())) if folder.is_dir() else ()
 
     def set_voice(self, spec: VoiceSpec) -> None:
-        """Select a voice and its prosody; raise SpeechError naming alternatives if unknown."""
+        """Select a voice and its prosody; raise DataError naming alternatives if unknown."""
         if spec == self._current:
             return
         if spec.variant is not None and spec.variant not in self.variants():
-            raise SpeechError(f"unknown espeak-ng voice variant {spec.variant!r}; available "
+            raise DataError(f"unknown espeak-ng voice variant {spec.variant!r}; available "
                               f"e.g. {', '.join(self.variants()[:12])}")
         rc = self._lib.espeak_SetVoiceByName(spec.espeak_name.encode())
         if rc != _EE_OK:
             english = sorted({v.lower() for v in self.voices() if v.startswith("en")})[:12]
-            raise SpeechError(f"unknown espeak-ng voice {spec.espeak_name!r}; available e.g. "
+            raise DataError(f"unknown espeak-ng voice {spec.espeak_name!r}; available e.g. "
                               f"{', '.join(english)} (espeak-ng --voices lists all)")
         for param, value in ((_PARAM_RATE, spec.rate_wpm), (_PARAM_PITCH, spec.pitch),
                              (_PARAM_RANGE, spec.pitch_range),
@@ -259,7 +258,7 @@ class Espeak:
         rc = self._lib.espeak_Synth(data, len(data), 0, _POS_CHARACTER, 0, _CHARS_UTF8,
                                     None, None)
         if rc != _EE_OK:
-            raise SpeechError(f"espeak_Synth failed with code {rc} for text {text[:40]!r}")
+            raise DataError(f"espeak_Synth failed with code {rc} for text {text[:40]!r}")
         native = np.concatenate(self._samples) if self._samples else np.zeros(0, np.int16)
         phones = self._timed_phones(len(native))
         _apply_stress(phones, self.stress_marks(text))
@@ -279,11 +278,11 @@ class Espeak:
         the output is reproducible whatever was spoken before (about 5 ms per call). POSIX only.
         """
         if self._has_synthesized:
-            raise SpeechError("synthesize_isolated needs an engine that has not synthesised in "
+            raise DataError("synthesize_isolated needs an engine that has not synthesised in "
                               "this process; create it in a fresh (spawned) worker")
         # The parent never touches espeak here: after a few hundred voice switches without
         # synthesis, espeak-ng 1.51 drops the first events of the next utterance. The child
-        # selects the voice itself (errors come back as SpeechError) and is thrown away.
+        # selects the voice itself (errors come back as DataError) and is thrown away.
         read_fd, write_fd = os.pipe()
         pid = os.fork()
         if pid == 0:  # child: synthesise, send the result, exit without cleanup handlers
@@ -292,7 +291,7 @@ class Espeak:
             try:
                 payload = pickle.dumps((True, self.synthesize(text, voice)))
             except BaseException as e:  # noqa: BLE001 - everything goes back to the parent
-                message = str(e) if isinstance(e, SpeechError) else f"{type(e).__name__}: {e}"
+                message = str(e) if isinstance(e, DataError) else f"{type(e).__name__}: {e}"
                 payload = pickle.dumps((False, message))
             with os.fdopen(write_fd, "wb") as f:
                 f.write(payload)
@@ -302,10 +301,10 @@ class Espeak:
             data = f.read()
         os.waitpid(pid, 0)
         if not data:
-            raise SpeechError(f"espeak-ng worker died while speaking {text[:40]!r}")
+            raise DataError(f"espeak-ng worker died while speaking {text[:40]!r}")
         ok, value = pickle.loads(data)
         if not ok:
-            raise SpeechError(value)
+            raise DataError(value)
         return value
 
     def _timed_phones(self, n_native: int) -> list[Phone]:
@@ -319,10 +318,10 @@ class Espeak:
                 marks.append((sample, sym, -1 if sym == PAUSE else word))
         for (s0, a, _), (s1, b, _) in zip(marks, marks[1:], strict=False):
             if s1 < s0:
-                raise SpeechError(f"espeak-ng phoneme events go back in time: {a}@{s0} {b}@{s1}")
+                raise DataError(f"espeak-ng phoneme events go back in time: {a}@{s0} {b}@{s1}")
         spoken = [m for m in marks if m[1] != PAUSE]
         if spoken and spoken[0][2] != 0:
-            raise SpeechError("espeak-ng lost the first word's events (first phone "
+            raise DataError("espeak-ng lost the first word's events (first phone "
                               f"{spoken[0][1]!r} has no word); re-create the engine")
         sr = float(self.native_rate_hz)
         ends = [m[0] for m in marks[1:]] + [n_native]

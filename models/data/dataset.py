@@ -33,6 +33,8 @@ import numpy as np
 from scipy.io import wavfile
 from scipy.signal import resample_poly
 
+from models.errors import DataError
+
 log = logging.getLogger(__name__)
 
 SAMPLE_RATE_HZ = 16000
@@ -41,8 +43,6 @@ _NAME = re.compile(r"^(?P<subject>.+?)_(?P<prefix>[A-Za-z]*?)(?P<number>\d+)$")
 _COMMON_FPS = (24.0, 25.0, 30.0, 50.0, 60.0)
 
 
-class DatasetError(RuntimeError):
-    """A dataset folder is missing something or is inconsistent; the message names the file."""
 
 
 @dataclass(frozen=True)
@@ -167,7 +167,7 @@ class TalkingFaceDataset:
         """Read our corpus (``corpus.json``) or a VOCASET/BIWI-style folder (module docstring)."""
         root = Path(path)
         if not root.is_dir():
-            raise DatasetError(f"dataset folder {root} does not exist")
+            raise DataError(f"dataset folder {root} does not exist")
         mask_arrays = _load_masks(Path(masks) if masks else root / "masks.npz")
         if (root / "corpus.json").is_file():
             return _load_corpus(root, fps, mask_arrays)
@@ -205,7 +205,7 @@ def _read_wav(path: Path) -> np.ndarray:
 def _load_corpus(root: Path, fps: float, masks: dict[str, np.ndarray]) -> TalkingFaceDataset:
     manifest = json.loads((root / "corpus.json").read_text())
     if float(manifest["fps"]) != fps:
-        raise DatasetError(f"{root} is at {manifest['fps']} fps, {fps} asked; regenerate it")
+        raise DataError(f"{root} is at {manifest['fps']} fps, {fps} asked; regenerate it")
     with (root / "templates.pkl").open("rb") as f:
         templates = pickle.load(f)
     basis = _corpus_basis(root, manifest, masks)
@@ -232,7 +232,7 @@ def _corpus_basis(root: Path, manifest: dict, masks: dict[str, np.ndarray]) -> M
         rig = load_rig(manifest["rig"]["name"])
         template, deltas = rig.template, rig.deltas
     if template.shape[0] != manifest["rig"]["vertex_count"]:
-        raise DatasetError(f"rig {manifest['rig']['name']!r} has {template.shape[0]} vertices but "
+        raise DataError(f"rig {manifest['rig']['name']!r} has {template.shape[0]} vertices but "
                            f"{root} was made with {manifest['rig']['vertex_count']}")
     return MotionBasis(template.astype(np.float32), deltas.astype(np.float32), names, masks,
                        "arkit")
@@ -242,7 +242,7 @@ def parse_name(stem: str) -> tuple[str, int]:
     """``FaceTalk_170725_00137_TA_sentence01`` -> (``FaceTalk_170725_00137_TA``, 1)."""
     m = _NAME.match(stem)
     if not m:
-        raise DatasetError(f"cannot read subject and sentence number from file name {stem!r} "
+        raise DataError(f"cannot read subject and sentence number from file name {stem!r} "
                            f"(expected SUBJECT_sentenceNN or SUBJECT_NN)")
     return m["subject"], int(m["number"])
 
@@ -268,7 +268,7 @@ def _load_vertex_folder(root: Path, fps: float, masks: dict[str, np.ndarray],
                         source_fps: float | None, k: int) -> TalkingFaceDataset:
     for need in ("wav", "vertices_npy", "templates.pkl"):
         if not (root / need).exists():
-            raise DatasetError(f"{root} has neither corpus.json nor {need}: not a dataset folder")
+            raise DataError(f"{root} has neither corpus.json nor {need}: not a dataset folder")
     with (root / "templates.pkl").open("rb") as f:
         templates = pickle.load(f, encoding="latin1")  # VOCASET's file comes from Python 2
     raw = []
@@ -279,10 +279,10 @@ def _load_vertex_folder(root: Path, fps: float, masks: dict[str, np.ndarray],
             continue
         subject, number = parse_name(npy.stem)
         if subject not in templates:
-            raise DatasetError(f"templates.pkl has no subject {subject!r} (for {npy.name})")
+            raise DataError(f"templates.pkl has no subject {subject!r} (for {npy.name})")
         raw.append((npy.stem, subject, number, np.load(npy), _read_wav(wav)))
     if not raw:
-        raise DatasetError(f"no vertices_npy/*.npy with a matching wav/*.wav in {root}")
+        raise DataError(f"no vertices_npy/*.npy with a matching wav/*.wav in {root}")
     if source_fps is None:  # frames per second of audio, rounded to a usual capture rate
         ratio = float(np.median([len(v) / (len(a) / SAMPLE_RATE_HZ) for _, _, _, v, a in raw]))
         source_fps = min(_COMMON_FPS, key=lambda f: abs(f - ratio))

@@ -31,12 +31,12 @@ from pathlib import Path
 
 import numpy as np
 
-from models.face.gltf import Glb, GltfError
+from models.errors import DataError
+from models.face.gltf import Glb
 from models.face.rig import (
     ARKIT_NAMES,
     RIG_NAMES,
     FaceRig,
-    RigError,
     derive_masks,
     find_mouth_open_pair,
     load_rig_npz,
@@ -54,8 +54,6 @@ EXPECTED_VERTICES = 2694
 PIP_TIMEOUT_S = 600
 
 
-class AssetError(RuntimeError):
-    """An asset could not be fetched or decoded; the message says why and what to do."""
 
 
 def assets_dir() -> Path:
@@ -78,7 +76,7 @@ def fetch_facecap(dest_dir: Path | str | None = None, force: bool = False) -> Fe
     """Make ``dest_dir/facecap.glb`` and a valid ``dest_dir/facecap.npz`` exist; idempotent.
 
     Skips everything when both exist and the npz loads; decodes again from a present glb of the
-    expected checksum; otherwise downloads the wheel. ``force`` redoes both. Raises AssetError.
+    expected checksum; otherwise downloads the wheel. ``force`` redoes both. Raises DataError.
     """
     dest = Path(dest_dir) if dest_dir is not None else assets_dir()
     glb, npz = dest / "facecap.glb", dest / "facecap.npz"
@@ -87,7 +85,7 @@ def fetch_facecap(dest_dir: Path | str | None = None, force: bool = False) -> Fe
         try:
             load_rig_npz(npz)
             return FetchResult(glb, npz, (f"{npz} is present and valid: nothing to do",))
-        except RigError as exc:
+        except DataError as exc:
             actions.append(f"{npz} is invalid ({exc}); decoding it again")
     dest.mkdir(parents=True, exist_ok=True)
     if force or not glb.is_file() or _sha256(glb) != GLB_SHA256:
@@ -133,26 +131,26 @@ def _download_glb(glb: Path) -> None:
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=PIP_TIMEOUT_S)
         except subprocess.TimeoutExpired as exc:
-            raise AssetError(
+            raise DataError(
                 f"pip download {WHEEL_REQUIREMENT} timed out after {PIP_TIMEOUT_S} s (no network?)"
             ) from exc
         if proc.returncode != 0:
             tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-5:])
-            raise AssetError(
+            raise DataError(
                 f"could not download {WHEEL_REQUIREMENT} from PyPI (no network, or PyPI "
                 f"unreachable?); pip said:\n{tail}"
             )
         wheels = sorted(Path(tmp).glob("openfacefx-*.whl"))
         if not wheels:
-            raise AssetError(f"pip reported success but left no openfacefx wheel in {tmp}")
+            raise DataError(f"pip reported success but left no openfacefx wheel in {tmp}")
         try:
             with zipfile.ZipFile(wheels[0]) as zf:
                 data = zf.read(GLB_MEMBER)
         except (KeyError, zipfile.BadZipFile) as exc:
-            raise AssetError(f"{wheels[0].name} has no readable {GLB_MEMBER}: {exc}") from exc
+            raise DataError(f"{wheels[0].name} has no readable {GLB_MEMBER}: {exc}") from exc
     digest = hashlib.sha256(data).hexdigest()
     if digest != GLB_SHA256:
-        raise AssetError(f"{GLB_MEMBER} has sha256 {digest}, expected {GLB_SHA256}")
+        raise DataError(f"{GLB_MEMBER} has sha256 {digest}, expected {GLB_SHA256}")
     tmp_glb = glb.with_suffix(".glb.tmp")
     tmp_glb.write_bytes(data)
     tmp_glb.replace(glb)
@@ -168,11 +166,11 @@ def arkit_name(target_name: str) -> str:
 
 
 def decode_facecap(data: bytes) -> FaceRig:
-    """facecap.glb bytes -> the ``facecap`` FaceRig (metres, RIG_NAMES order). Raises AssetError."""
+    """facecap.glb bytes -> the ``facecap`` FaceRig (metres, RIG_NAMES order). Raises DataError."""
     try:
         return _decode_facecap(Glb.from_bytes(data))
-    except (GltfError, KeyError, IndexError, ValueError) as exc:
-        raise AssetError(f"cannot decode facecap.glb: {exc!r}") from exc
+    except (DataError, KeyError, IndexError, ValueError) as exc:
+        raise DataError(f"cannot decode facecap.glb: {exc!r}") from exc
 
 
 def _decode_facecap(g: Glb) -> FaceRig:
@@ -189,7 +187,7 @@ def _decode_facecap(g: Glb) -> FaceRig:
     by_name = {n: k for k, n in enumerate(target_names)}
     missing = [n for n in RIG_NAMES if n not in by_name]
     if missing:
-        raise AssetError(f"facecap.glb lacks morph targets {missing}")
+        raise DataError(f"facecap.glb lacks morph targets {missing}")
     deltas = np.stack(
         [
             g.accessor(prim["targets"][by_name[n]]["POSITION"]).astype(np.float64) @ linear.T
@@ -197,7 +195,7 @@ def _decode_facecap(g: Glb) -> FaceRig:
         ]
     )  # (K, V, 3): the translation does not apply to offsets
     if template.shape[0] != EXPECTED_VERTICES:
-        raise AssetError(
+        raise DataError(
             f"head mesh has {template.shape[0]} vertices, expected {EXPECTED_VERTICES}"
         )
 
@@ -225,7 +223,7 @@ def _morph_mesh_node(g: Glb) -> tuple[int, dict]:
         if "mesh" in n and "targetNames" in g.doc["meshes"][n["mesh"]].get("extras", {})
     ]
     if len(found) != 1:
-        raise AssetError(f"expected one node with a morph-target mesh, found {len(found)}")
+        raise DataError(f"expected one node with a morph-target mesh, found {len(found)}")
     return found[0]
 
 
@@ -265,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         result = fetch_facecap(args.dest, force=args.force)
-    except (AssetError, RigError) as exc:
+    except DataError as exc:
         print(f"models.face.facecap fetch failed: {exc}", file=sys.stderr)
         return 1
     for line in result.actions:

@@ -4,7 +4,7 @@ Supports what ``gltfpack`` writes: the GLB container (JSON + BIN chunks), access
 ``byteStride``, ``normalized`` integer components (KHR_mesh_quantization), bufferViews compressed
 with EXT_meshopt_compression (modes ATTRIBUTES / TRIANGLES / INDICES, filters NONE / OCTAHEDRAL /
 QUATERNION / EXPONENTIAL, decoded with the ``meshoptimizer`` package) and node TRS / matrix
-transforms. Sparse accessors, external URIs and data URIs are not supported: they raise GltfError.
+transforms. Sparse accessors, external URIs and data URIs are not supported: they raise DataError.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ import struct
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from models.errors import DataError
 
 _GLB_MAGIC = 0x46546C67  # b"glTF"
 _CHUNK_JSON = 0x4E4F534A
@@ -30,8 +32,6 @@ _COMPONENT_DTYPES: dict[int, np.dtype] = {
 _TYPE_SIZES = {"SCALAR": 1, "VEC2": 2, "VEC3": 3, "VEC4": 4, "MAT2": 4, "MAT3": 9, "MAT4": 16}
 
 
-class GltfError(ValueError):
-    """The file is not a glTF this reader understands, or it is corrupt."""
 
 
 @dataclass
@@ -45,35 +45,35 @@ class Glb:
     @classmethod
     def from_bytes(cls, data: bytes) -> Glb:
         if len(data) < 20:
-            raise GltfError(f"too short for a GLB ({len(data)} bytes)")
+            raise DataError(f"too short for a GLB ({len(data)} bytes)")
         magic, version, length = struct.unpack_from("<III", data, 0)
         if magic != _GLB_MAGIC or version != 2:
-            raise GltfError("not a glTF 2.0 binary (bad magic or version)")
+            raise DataError("not a glTF 2.0 binary (bad magic or version)")
         if length > len(data):
-            raise GltfError(f"truncated GLB: header says {length} bytes, file has {len(data)}")
+            raise DataError(f"truncated GLB: header says {length} bytes, file has {len(data)}")
         doc, binary, offset = None, b"", 12
         while offset + 8 <= length:
             chunk_len, chunk_type = struct.unpack_from("<II", data, offset)
             chunk = data[offset + 8 : offset + 8 + chunk_len]
             if len(chunk) != chunk_len:
-                raise GltfError("truncated GLB chunk")
+                raise DataError("truncated GLB chunk")
             if chunk_type == _CHUNK_JSON:
                 doc = json.loads(chunk.decode("utf-8"))
             elif chunk_type == _CHUNK_BIN and not binary:
                 binary = bytes(chunk)
             offset += 8 + chunk_len
         if doc is None:
-            raise GltfError("GLB has no JSON chunk")
+            raise DataError("GLB has no JSON chunk")
         return cls(doc=doc, bin=binary)
 
     # ---- buffers -------------------------------------------------------------------------------
     def _buffer(self, index: int) -> bytes:
         buf = self.doc["buffers"][index]
         if "uri" in buf:
-            raise GltfError("external or data-URI buffers are not supported")
+            raise DataError("external or data-URI buffers are not supported")
         if index != 0:
             # Only a meshopt *fallback* buffer may lack data; reading it directly is an error.
-            raise GltfError(f"buffer {index} has no data (meshopt fallback buffer?)")
+            raise DataError(f"buffer {index} has no data (meshopt fallback buffer?)")
         return self.bin
 
     def buffer_view(self, index: int) -> bytes:
@@ -87,7 +87,7 @@ class Glb:
                 start = view.get("byteOffset", 0)
                 data = self._buffer(view["buffer"])[start : start + view["byteLength"]]
                 if len(data) != view["byteLength"]:
-                    raise GltfError(f"bufferView {index} runs past the end of its buffer")
+                    raise DataError(f"bufferView {index} runs past the end of its buffer")
             self._views[index] = data
         return self._views[index]
 
@@ -99,7 +99,7 @@ class Glb:
         """
         acc = self.doc["accessors"][index]
         if "sparse" in acc:
-            raise GltfError("sparse accessors are not supported")
+            raise DataError("sparse accessors are not supported")
         dtype = _COMPONENT_DTYPES[acc["componentType"]]
         n = _TYPE_SIZES[acc["type"]]
         count = acc["count"]
@@ -113,7 +113,7 @@ class Glb:
             start = acc.get("byteOffset", 0)
             need = start + (count - 1) * stride + elem if count else 0
             if need > len(data):
-                raise GltfError(f"accessor {index} runs past the end of its bufferView")
+                raise DataError(f"accessor {index} runs past the end of its bufferView")
             raw = np.frombuffer(data, dtype=np.uint8, count=max(need - start, 0), offset=start)
             rows = np.lib.stride_tricks.as_strided(raw, shape=(count, elem), strides=(stride, 1))
             out = np.ascontiguousarray(rows).view(dtype).reshape(count, n)
@@ -147,7 +147,7 @@ class Glb:
         while index in parents:
             index = parents[index]
             if index in seen:
-                raise GltfError("cycle in the node hierarchy")
+                raise DataError("cycle in the node hierarchy")
             seen.add(index)
             m = self.node_local_matrix(index) @ m
         return m
@@ -194,9 +194,9 @@ def _decode_meshopt_view(ext: dict, source: bytes) -> bytes:
             # The binding always allocates uint32 but the C decoder writes ``stride``-byte indices.
             raw = decode(count, stride, encoded).view(np.uint8)[: count * stride]
         else:
-            raise GltfError(f"unknown meshopt mode {mode!r}")
+            raise DataError(f"unknown meshopt mode {mode!r}")
     except (RuntimeError, ValueError) as exc:
-        raise GltfError(f"meshopt decoding failed: {exc}") from exc
+        raise DataError(f"meshopt decoding failed: {exc}") from exc
     raw = np.ascontiguousarray(raw)
     flt = ext.get("filter", "NONE")
     if flt == "OCTAHEDRAL":
@@ -206,5 +206,5 @@ def _decode_meshopt_view(ext: dict, source: bytes) -> bytes:
     elif flt == "EXPONENTIAL":
         raw = meshoptimizer.decode_filter_exp(raw, count, stride)
     elif flt != "NONE":
-        raise GltfError(f"unknown meshopt filter {flt!r}")
+        raise DataError(f"unknown meshopt filter {flt!r}")
     return raw.tobytes()

@@ -9,9 +9,10 @@ import functools
 import logging
 from pathlib import Path
 
+from models.errors import DataError
 from models.face.facecap import assets_dir
 from models.face.procedural import build_procedural_rig
-from models.face.rig import FIX_HINT, FaceRig, RigError, load_rig_npz
+from models.face.rig import FIX_HINT, FaceRig, load_rig_npz
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ def load_rig(name: str = "auto", path: Path | str | None = None) -> FaceRig:
     """The face rig ``name``: "facecap", "procedural", or "auto" (facecap if decoded, else
     procedural).
 
-    ``path`` overrides the facecap npz location. Raises RigError (with the fix) when "facecap" is
+    ``path`` overrides the facecap npz location. Raises DataError (with the fix) when "facecap" is
     asked for and its npz is missing or corrupt; "auto" falls back with a warning only when the
     file is absent (a corrupt file is an error worth seeing). The procedural rig is built once and
     cached.
@@ -45,4 +46,4 @@ def load_rig(name: str = "auto", path: Path | str | None = None) -> FaceRig:
             return load_rig_npz(npz)
         log.warning("facecap rig %s not found, using the procedural head; %s", npz, FIX_HINT)
         return _procedural()
-    raise RigError(f"unknown rig {name!r}: choose 'facecap', 'procedural' or 'auto'")
+    raise DataError(f"unknown rig {name!r}: choose 'facecap', 'procedural' or 'auto'")

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from models.errors import DataError
+
 # The 52 ARKit blendshape names in Apple's documented order. The rig keeps the 51 non-empty ones
 # (facecap's ``tongueOut`` target is empty), in this order.
 ARKIT_NAMES: tuple[str, ...] = (
@@ -41,8 +43,6 @@ ARKIT_NAMES: tuple[str, ...] = (
 RIG_NAMES: tuple[str, ...] = tuple(n for n in ARKIT_NAMES if n != "tongueOut")
 
 
-class RigError(RuntimeError):
-    """The rig asset is missing or unreadable; the message says how to fix it."""
 
 
 @dataclass(frozen=True)
@@ -127,11 +127,11 @@ def find_mouth_open_pair(
     down = deltas[idx["mouthLowerDownLeft"]] + deltas[idx["mouthLowerDownRight"]]
     weight = np.abs(up[:, 1]) + np.abs(down[:, 1])
     if weight.sum() <= 0:
-        raise RigError("mouthUpperUp*/mouthLowerDown* are empty: cannot find the lip centres")
+        raise DataError("mouthUpperUp*/mouthLowerDown* are empty: cannot find the lip centres")
     xm = np.average(template[:, 0], weights=weight)
     strip = np.flatnonzero(np.abs(template[:, 0] - xm) < MIDLINE_HALF_WIDTH_M)
     if strip.size == 0:
-        raise RigError("no vertices on the mid-sagittal plane of the mouth")
+        raise DataError("no vertices on the mid-sagittal plane of the mouth")
     upper = int(strip[np.argmax(up[strip, 1])])
     lower = int(strip[np.argmax(-down[strip, 1])])
     return upper, lower
@@ -205,44 +205,44 @@ def save_rig_npz(rig: FaceRig, path: Path) -> None:
 
 
 def load_rig_npz(path: Path) -> FaceRig:
-    """Read and validate a rig npz; RigError (naming the file and the fix) if anything is off."""
+    """Read and validate a rig npz; DataError (naming the file and the fix) if anything is off."""
     path = Path(path)
     if not path.is_file():
-        raise RigError(f"rig file {path} is missing: {FIX_HINT}")
+        raise DataError(f"rig file {path} is missing: {FIX_HINT}")
     try:
         with np.load(path, allow_pickle=False) as z:
             rig = _rig_from_arrays({k: z[k] for k in z.files})
-    except RigError as exc:
-        raise RigError(f"rig file {path} is invalid ({exc}): {FIX_HINT}") from exc
+    except DataError as exc:
+        raise DataError(f"rig file {path} is invalid ({exc}): {FIX_HINT}") from exc
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
-        raise RigError(f"rig file {path} is corrupt or truncated ({exc!r}): {FIX_HINT}") from exc
+        raise DataError(f"rig file {path} is corrupt or truncated ({exc!r}): {FIX_HINT}") from exc
     return rig
 
 
 def _rig_from_arrays(a: dict[str, np.ndarray]) -> FaceRig:
     if int(a["format_version"]) != RIG_FORMAT_VERSION:
-        raise RigError(f"format version {int(a['format_version'])}, expected {RIG_FORMAT_VERSION}")
+        raise DataError(f"format version {int(a['format_version'])}, expected {RIG_FORMAT_VERSION}")
     template, faces, deltas = a["template"], a["faces"], a["deltas"]
     v = template.shape[0] if template.ndim == 2 else -1
     if template.shape != (v, 3) or v < 3 or not np.isfinite(template).all():
-        raise RigError(f"template has shape {template.shape}")
+        raise DataError(f"template has shape {template.shape}")
     if faces.ndim != 2 or faces.shape[1] != 3 or faces.min() < 0 or faces.max() >= v:
-        raise RigError("faces are not (F, 3) indices into the template")
+        raise DataError("faces are not (F, 3) indices into the template")
     names = tuple(str(n) for n in a["names"])
     if names != RIG_NAMES:
-        raise RigError("blendshape names differ from RIG_NAMES")
+        raise DataError("blendshape names differ from RIG_NAMES")
     if deltas.shape != (len(RIG_NAMES), v, 3) or not np.isfinite(deltas).all():
-        raise RigError(f"deltas have shape {deltas.shape}")
+        raise DataError(f"deltas have shape {deltas.shape}")
     masks = {str(k): a[f"mask_{k}"].astype(bool) for k in a["mask_names"]}
     for k in ("lip", "upper_face"):
         if k not in masks or masks[k].shape != (v,) or not masks[k].any():
-            raise RigError(f"mask {k!r} is missing or empty")
+            raise DataError(f"mask {k!r} is missing or empty")
     capture = a.get("capture")
     if capture is not None and (capture.ndim != 2 or capture.shape[1] != len(ARKIT_NAMES)):
-        raise RigError(f"capture has shape {capture.shape}")
+        raise DataError(f"capture has shape {capture.shape}")
     mouth_open = tuple(int(i) for i in a["mouth_open"])
     if len(mouth_open) != 2 or not all(0 <= i < v for i in mouth_open):
-        raise RigError("mouth_open is not two vertex indices")
+        raise DataError("mouth_open is not two vertex indices")
     return FaceRig(
         name=str(a["name"]),
         template=template.astype(np.float32),

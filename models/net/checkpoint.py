@@ -17,11 +17,11 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from models.errors import ModelError
+
 FORMAT_VERSION = "1"
 
 
-class ModelError(RuntimeError):
-    """Bad input (audio, identity) or a missing/corrupt checkpoint; the message says how to fix."""
 
 
 def save_checkpoint(

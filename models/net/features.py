@@ -19,7 +19,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from models.net.checkpoint import ModelError
+from models.errors import ModelError
 
 
 @dataclass(frozen=True)

@@ -23,8 +23,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from models.errors import ModelError
 from models.net.audio_encoder import AudioEncoder, AudioEncoderConfig
-from models.net.checkpoint import ModelError, load_checkpoint, save_checkpoint
+from models.net.checkpoint import load_checkpoint, save_checkpoint
 from models.net.denoiser import Denoiser, DenoiserConfig
 from models.net.features import (
     AudioBuffer,

@@ -33,7 +33,8 @@ import numpy as np
 import torch
 
 from models.data.augment import AugmentConfig
-from models.net.talker import ModelError, Talker, TrainBatch
+from models.errors import ModelError
+from models.net.talker import Talker, TrainBatch
 from models.sampling import ModelFn, Steps, ddim_step, q_sample, respace
 from models.training.train import WindowSampler, _log, _progress, evaluate_talker, load_clips
 

@@ -26,7 +26,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.net.talker import ModelError, Talker
+from models.errors import ModelError
+from models.net.talker import Talker
 from models.training.metrics import diversity
 from models.training.train import Clip, evaluate_talker, load_clips
 

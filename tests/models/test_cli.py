@@ -20,7 +20,7 @@ DEFAULT = REPO / "models" / "weights" / "default.safetensors"
 
 
 def talker(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run([sys.executable, "-m", "realtime", *args], cwd=REPO,
+    result = subprocess.run([sys.executable, "-m", "talker", *args], cwd=REPO,
                             capture_output=True, text=True, timeout=600)
     if check and result.returncode != 0:
         raise AssertionError(f"talker {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")

@@ -20,10 +20,10 @@ REPO = Path(__file__).resolve().parents[2]
 
 async def talker(*args: str, env: dict[str, str] | None = None, timeout_s: float = 30.0,
                  ) -> tuple[int, str, str]:
-    """Run ``python -m realtime ARGS`` (the same as the ``talker`` script) without blocking the
+    """Run ``python -m talker ARGS`` (the same as the ``talker`` script) without blocking the
     event loop that serves it: (exit code, stdout, stderr)."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "realtime", *args, cwd=REPO, env=env,
+        sys.executable, "-m", "talker", *args, cwd=REPO, env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     try:
         out, err = await asyncio.wait_for(proc.communicate(), timeout_s)

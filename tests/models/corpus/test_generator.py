@@ -13,9 +13,10 @@ import pytest
 from scipy.io import wavfile
 
 import models.corpus.generator as corpus
-from models.corpus.generator import CorpusConfig, CorpusError, generate_corpus, plan
+from models.corpus.generator import CorpusConfig, generate_corpus, plan
 from models.corpus.preview import render_preview
-from models.corpus.speech import SpeechError, VoiceSpec
+from models.corpus.speech import VoiceSpec
+from models.errors import DataError
 
 TINY = CorpusConfig(talkers=2, utterances=2, heldout_talkers=0, heldout_voices=0, seed=5)
 
@@ -92,21 +93,21 @@ def test_default_plan_shares_voices_and_holds_out_talkers_and_voices() -> None:
 def test_unwritable_out_dir_is_named(tmp_path: Path) -> None:
     blocker = tmp_path / "a_file"
     blocker.write_text("")
-    with pytest.raises(CorpusError, match=f"cannot write the corpus to {blocker / 'out'}"):
+    with pytest.raises(DataError, match=f"cannot write the corpus to {blocker / 'out'}"):
         generate_corpus(TINY, blocker / "out", progress=False)
 
 
 def test_missing_espeak_says_how_to_install(tmp_path: Path) -> None:
     cfg = CorpusConfig(talkers=1, utterances=1, heldout_talkers=0, heldout_voices=0,
                        library="/nonexistent/libespeak-ng.so.1")
-    with pytest.raises(SpeechError, match="apt-get install espeak-ng"):
+    with pytest.raises(DataError, match="apt-get install espeak-ng"):
         generate_corpus(cfg, tmp_path / "c", progress=False)
 
 
 def test_unknown_voice_fails_before_any_work(tmp_path: Path,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(corpus, "sample_voices", lambda n, rng: [VoiceSpec("xx-nowhere")] * n)
-    with pytest.raises(SpeechError, match="unknown espeak-ng voice 'xx-nowhere'"):
+    with pytest.raises(DataError, match="unknown espeak-ng voice 'xx-nowhere'"):
         generate_corpus(TINY, tmp_path / "c", progress=False)
     assert not list((tmp_path / "c" / "wav").iterdir())
 

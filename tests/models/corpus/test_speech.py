@@ -7,9 +7,10 @@ import pytest
 
 from models.corpus.phonemes import ARPABET, Phone, arpabet_of, is_pause, is_vowel, visemes_of
 from models.corpus.preview import jaw_peak_errors
-from models.corpus.speech import Espeak, SpeechError, VoiceSpec, check_timings, engine
+from models.corpus.speech import Espeak, VoiceSpec, check_timings, engine
 from models.corpus.talkers import TalkerStyle, animate, sample_talkers
 from models.corpus.text import MAX_DURATION_S, make_script
+from models.errors import DataError
 from models.face.rig import RIG_NAMES, FaceRig
 
 J = {n: i for i, n in enumerate(RIG_NAMES)}
@@ -61,14 +62,14 @@ def test_padding_shifts_timings(espeak: Espeak) -> None:
 
 
 def test_unknown_voice_names_alternatives(espeak: Espeak) -> None:
-    with pytest.raises(SpeechError, match=r"unknown espeak-ng voice 'xx-nowhere'.*en-us"):
+    with pytest.raises(DataError, match=r"unknown espeak-ng voice 'xx-nowhere'.*en-us"):
         espeak.synthesize("hi", VoiceSpec("xx-nowhere"))
-    with pytest.raises(SpeechError, match=r"variant 'zz9'"):
+    with pytest.raises(DataError, match=r"variant 'zz9'"):
         espeak.synthesize("hi", VoiceSpec("en-us", "zz9"))
 
 
 def test_missing_library_says_how_to_install() -> None:
-    with pytest.raises(SpeechError, match="apt-get install espeak-ng libespeak-ng1"):
+    with pytest.raises(DataError, match="apt-get install espeak-ng libespeak-ng1"):
         Espeak("/nonexistent/libespeak-ng.so.1")
 
 

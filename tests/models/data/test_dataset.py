@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from models.corpus.generator import CorpusConfig, generate_corpus
-from models.data.dataset import DatasetError, MotionBasis, TalkingFaceDataset, parse_name
+from models.data.dataset import MotionBasis, TalkingFaceDataset, parse_name
+from models.errors import DataError
 
 FIXTURE = Path(__file__).resolve().parents[2] / "fixtures" / "vocaset_tiny"
 SUBJECTS = ["FaceTalk_170725_00137_TA", "FaceTalk_170728_03272_TA"]
@@ -31,7 +32,7 @@ def ours(tmp_path_factory: pytest.TempPathFactory) -> TalkingFaceDataset:
 def test_parse_name() -> None:
     assert parse_name("FaceTalk_170725_00137_TA_sentence01") == (SUBJECTS[0], 1)
     assert parse_name("F1_e03") == ("F1", 3) and parse_name("M3_40") == ("M3", 40)
-    with pytest.raises(DatasetError, match="sentence number"):
+    with pytest.raises(DataError, match="sentence number"):
         parse_name("nonumber")
 
 
@@ -78,9 +79,9 @@ def test_windows_align_audio_and_motion(vocaset: TalkingFaceDataset) -> None:
 
 
 def test_missing_folder_and_layout_errors(tmp_path: Path) -> None:
-    with pytest.raises(DatasetError, match="does not exist"):
+    with pytest.raises(DataError, match="does not exist"):
         TalkingFaceDataset.load(tmp_path / "nope")
-    with pytest.raises(DatasetError, match="neither corpus.json nor wav"):
+    with pytest.raises(DataError, match="neither corpus.json nor wav"):
         TalkingFaceDataset.load(tmp_path)
 
 

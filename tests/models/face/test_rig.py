@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from models.errors import DataError
 from models.face import facecap as assets
 from models.face.load import load_rig
 from models.face.procedural import build_procedural_rig
@@ -15,7 +16,6 @@ from models.face.rig import (
     ARKIT_NAMES,
     RIG_NAMES,
     FaceRig,
-    RigError,
     load_rig_npz,
     save_rig_npz,
 )
@@ -28,7 +28,7 @@ def facecap_npz() -> Path:
     if not npz.is_file():
         try:
             assets.fetch_facecap()
-        except (assets.AssetError, RigError) as exc:
+        except (assets.DataError, DataError) as exc:
             pytest.fail(
                 f"assets/facecap.npz is missing and fetching it failed ({exc}); "
                 "run `make setup` or `python -m models.face.facecap fetch` with network access"
@@ -164,7 +164,7 @@ def test_truncated_npz_names_the_fix(facecap_npz: Path, tmp_path: Path, keep: fl
     data = facecap_npz.read_bytes()
     bad = tmp_path / "facecap.npz"
     bad.write_bytes(data[: int(len(data) * keep)])
-    with pytest.raises(RigError) as err:
+    with pytest.raises(DataError) as err:
         load_rig("facecap", path=bad)
     assert str(bad) in str(err.value)
     assert "python -m models.face.facecap fetch" in str(err.value)
@@ -177,13 +177,13 @@ def test_invalid_content_names_the_fix(procedural: FaceRig, tmp_path: Path) -> N
         arrays = {k: z[k] for k in z.files}
     arrays["deltas"] = arrays["deltas"][:10]  # wrong number of blendshapes
     np.savez(path, **arrays)
-    with pytest.raises(RigError, match="models.face.facecap fetch"):
+    with pytest.raises(DataError, match="models.face.facecap fetch"):
         load_rig_npz(path)
 
 
 def test_missing_facecap_is_an_error_and_auto_falls_back(tmp_path: Path, caplog) -> None:
     missing = tmp_path / "nope.npz"
-    with pytest.raises(RigError, match="models.face.facecap fetch"):
+    with pytest.raises(DataError, match="models.face.facecap fetch"):
         load_rig("facecap", path=missing)
     with caplog.at_level(logging.WARNING, logger="models.face.rig"):
         rig = load_rig("auto", path=missing)
@@ -196,7 +196,7 @@ def test_auto_prefers_facecap(facecap_npz: Path) -> None:
 
 
 def test_unknown_rig_name() -> None:
-    with pytest.raises(RigError, match="unknown rig"):
+    with pytest.raises(DataError, match="unknown rig"):
         load_rig("gorilla")
 
 

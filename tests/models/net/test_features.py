@@ -15,7 +15,7 @@ from models.data.augment import (
     reverb,
     speed,
 )
-from models.net.checkpoint import ModelError
+from models.errors import ModelError
 from models.net.features import AudioBuffer, FeatureConfig, check_audio, frame_features
 
 FC = FeatureConfig()

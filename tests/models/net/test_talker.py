@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.net.checkpoint import ModelError
+from models.errors import ModelError
 from models.net.talker import Basis, ModelSize, Talker, TalkerConfig
 
 torch.set_num_threads(1)

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from models.errors import ModelError
 from models.net.features import FeatureConfig
-from models.net.talker import ModelError, Talker
+from models.net.talker import Talker
 from models.training.distill import DistillConfig, distill, distill_loss, with_steps
 from models.training.train import ToyDataset, TrainConfig, WindowSampler, load_clips, train
 

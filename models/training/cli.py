@@ -1,0 +1,169 @@
+"""The offline commands of ``talker`` (DESIGN §8): ``corpus`` (and ``corpus preview``),
+``train``, ``distill``, ``eval``. Arguments are parsed here only; each command hands plain values or
+config dataclasses to library code.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from models.errors import ConfigError
+from talker.args import positive_int
+
+__all__ = ["add_commands"]
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    for add in (_add_corpus, _add_train, _add_distill, _add_eval):
+        add(sub)
+
+
+# ---------------------------------------------------------------------------------------- corpus
+def _cmd_corpus(args: argparse.Namespace) -> int:
+    from models.corpus.generator import CorpusConfig, generate_corpus
+
+    if not args.out:
+        raise ConfigError("talker corpus needs --out DIR (or: talker corpus preview DIR ...)")
+    config = CorpusConfig(talkers=args.talkers, utterances=args.utterances, seed=args.seed)
+    generate_corpus(config, Path(args.out), workers=args.workers, progress=not args.quiet)
+    print(f"corpus written to {args.out}")
+    return 0
+
+
+def _cmd_corpus_preview(args: argparse.Namespace) -> int:
+    from models.corpus.preview import render_preview
+
+    render_preview(Path(args.dir), args.utterance, Path(args.out))
+    print(f"preview written to {args.out}")
+    return 0
+
+
+def _add_corpus(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("corpus", help="generate the talking-face corpus (espeak-ng speech + rig)")
+    p.add_argument("--out", help="output folder (VOCASET layout); required to generate")
+    p.add_argument("--talkers", type=positive_int, default=16)
+    p.add_argument("--utterances", type=positive_int, default=120, help="per talker")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=positive_int, default=2)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_corpus)
+    psub = p.add_subparsers(dest="corpus_command")
+    pv = psub.add_parser("preview", help="plot waveform, phonemes and weight curves")
+    pv.add_argument("dir", help="corpus folder")
+    pv.add_argument("--utterance", required=True, help="utterance id, e.g. T00_U0000")
+    pv.add_argument("--out", required=True, help="PNG path")
+    pv.set_defaults(func=_cmd_corpus_preview)
+
+
+
+
+# ------------------------------------------------------------------------------------ models
+def _load_dataset(path: str):
+    from models.data.dataset import TalkingFaceDataset
+
+    if not Path(path).is_dir():
+        raise ConfigError(f"no dataset folder {path}; make one with `talker corpus --out {path}`")
+    return TalkingFaceDataset.load(Path(path))
+
+
+def _set_threads(threads: int | None) -> None:
+    """Torch threads of a training/eval command; None keeps torch's default (all cores)."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from models.training.train import TrainConfig, train
+
+    _set_threads(args.threads)
+    config = replace(TrainConfig.preset(args.preset), objective=args.objective)
+    if args.steps:
+        config = replace(config, n_steps=args.steps)
+    path = train(_load_dataset(args.data), config, Path(args.out), seed=args.seed,
+                 progress=not args.quiet, resume=not args.no_resume)
+    print(f"{'regression baseline' if args.objective == 'regression' else 'teacher'} "
+          f"checkpoint: {path}")
+    return 0
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train the diffusion teacher on a corpus")
+    p.add_argument("--data", required=True, help="corpus folder (ours or VOCASET/BIWI-style)")
+    p.add_argument("--out", required=True, help="run folder (checkpoints, log.jsonl)")
+    p.add_argument("--preset", choices=("tiny", "default", "full"), default="default")
+    p.add_argument("--steps", type=positive_int, help="override the preset's step count")
+    p.add_argument("--objective", choices=("diffusion", "regression"), default="diffusion",
+                   help="regression: the deterministic baseline (same network, no diffusion)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=positive_int, help="torch threads (default: all cores)")
+    p.add_argument("--no-resume", action="store_true", help="start over even if OUT has a run")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_train)
+
+
+def _cmd_distill(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from models.training.distill import DistillConfig, distill
+
+    _set_threads(args.threads)
+    config = DistillConfig.preset(args.preset)
+    if args.iters:
+        config = replace(config, iters_per_round=args.iters)
+    if args.start_steps:
+        config = replace(config, start_steps=args.start_steps)
+    path = distill(Path(args.teacher), _load_dataset(args.data), Path(args.out), steps=args.steps,
+                   config=config, seed=args.seed, progress=not args.quiet)
+    print(f"student checkpoint: {path}")
+    return 0
+
+
+def _add_distill(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("distill", help="progressive distillation of a teacher to few steps")
+    p.add_argument("--teacher", required=True, help="teacher .safetensors")
+    p.add_argument("--data", required=True, help="corpus folder")
+    p.add_argument("--out", required=True, help="run folder")
+    p.add_argument("--steps", type=positive_int, default=8)
+    p.add_argument("--preset", choices=("tiny", "default", "full"), default="default")
+    p.add_argument("--iters", type=positive_int, help="override iterations per halving round")
+    p.add_argument("--start-steps", type=positive_int,
+                   help="the teacher's grid to halve from (default 64); e.g. 8 with a student_8 "
+                        "as --teacher continues to 4 and 2 steps")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=positive_int, help="torch threads (default: all cores)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_distill)
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    import json
+
+    from models.training.evaluate import EvalConfig, evaluate_checkpoint
+
+    config = EvalConfig(max_utterances=args.max_utterances, steps=tuple(args.steps or ()),
+                        teacher=args.teacher, baseline=args.baseline, seed=args.seed)
+    results = evaluate_checkpoint(Path(args.checkpoint), _load_dataset(args.data), config)
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(results, indent=1))
+    print(json.dumps(results.get("summary", results), indent=1))
+    print(f"results written to {args.json}")
+    return 0
+
+
+def _add_eval(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="metrics (LVE, FDD, MVE, identity) of a checkpoint, as JSON")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--data", required=True, help="corpus folder")
+    p.add_argument("--json", required=True, help="output JSON path")
+    p.add_argument("--teacher", help="teacher checkpoint to compare with (all steps and DDIM)")
+    p.add_argument("--baseline", help="regression checkpoint (train --objective regression)")
+    p.add_argument("--steps", type=positive_int, action="append",
+                   help="DDIM step counts to evaluate the teacher at (repeatable)")
+    p.add_argument("--max-utterances", type=positive_int, default=40)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_eval)

@@ -1,0 +1,3 @@
+from talker.cli import main
+
+raise SystemExit(main())
