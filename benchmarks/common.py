@@ -189,9 +189,7 @@ def espeak_utterance(seconds: float, voice: str, index: int, folder: Path,
     """About ``seconds`` of espeak-ng speech in ``voice`` at 16 kHz float32, exactly
     round(seconds * 16000) samples: sentences (starting at ``index``) separated by pauses of
     0.3-0.8 s (seeded), cut at the end. WAVs are cached in ``folder``."""
-    from scipy.io import wavfile
-
-    from realtime.audio import resample
+    from models.audio import read_wav, resample
 
     if shutil.which("espeak-ng") is None:
         raise ConfigError("espeak-ng is not installed (apt-get install espeak-ng)")
@@ -208,8 +206,8 @@ def espeak_utterance(seconds: float, voice: str, index: int, folder: Path,
                                   capture_output=True, text=True)
             if proc.returncode != 0 or not wav.is_file():
                 raise ConfigError(f"espeak-ng -v {voice} failed: {proc.stderr.strip()}")
-        rate, data = wavfile.read(wav)
-        audio = resample(np.asarray(data, np.float32) / 32768.0, int(rate), SAMPLE_RATE)
+        data, rate = read_wav(wav)
+        audio = resample(data, rate, SAMPLE_RATE)
         pause = np.zeros(int(rng.uniform(0.3, 0.8) * SAMPLE_RATE), np.float32)
         parts += [audio, pause]
         total += audio.size + pause.size

@@ -10,7 +10,7 @@ one voice per session) paced like a microphone over real WebSockets, and records
 
 Per step: p50/p95/p99 of both, frames delivered vs expected (ceil(duration * 30) a session), seq
 gaps, drops the server reported, the real-time factor (inference-worker busy seconds per second of
-audio), and the server process's CPU % (100 = one core) and RSS, sampled from /proc during the
+audio), and the server process's CPU % (100 = one core) and RSS, sampled with psutil during the
 step. Then the same through WebRTC (aiortc client peers, Opus at 48 kHz) for 1 and 4 sessions to
 show what that transport adds. Writes JSON and a PNG plot, prints a table.
 
@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 
 from benchmarks.common import (
     FPS,
@@ -81,17 +82,11 @@ def talker_command() -> list[str]:
 
 
 def read_proc(pid: int) -> tuple[float, int, int]:
-    """(user + system CPU seconds, RSS bytes, threads) of a live process, from /proc."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    rest = stat[stat.rindex(")") + 2:].split()  # fields from 3 (state) on; comm may hold spaces
-    ticks = os.sysconf("SC_CLK_TCK")
-    cpu_s = (int(rest[11]) + int(rest[12])) / ticks  # utime, stime (fields 14, 15)
-    threads = int(rest[17])  # field 20
-    rss = 0
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            rss = int(line.split()[1]) * 1024
-    return cpu_s, rss, threads
+    """(user + system CPU seconds, RSS bytes, threads) of a live process (psutil)."""
+    proc = psutil.Process(pid)
+    with proc.oneshot():
+        cpu = proc.cpu_times()
+        return cpu.user + cpu.system, int(proc.memory_info().rss), int(proc.num_threads())
 
 
 class ProcSampler:
@@ -103,7 +98,7 @@ class ProcSampler:
         self._task: asyncio.Task[None] | None = None
 
     def _sample(self) -> None:
-        with contextlib.suppress(OSError, ValueError, IndexError):
+        with contextlib.suppress(psutil.Error, OSError):  # the server may have exited
             self.samples.append((time.monotonic(), *read_proc(self.pid)))
 
     async def _run(self) -> None:

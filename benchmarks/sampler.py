@@ -208,7 +208,7 @@ def test_clips(data: Path | None, quick: bool, workdir: Path, max_utterances: in
                seed: int) -> tuple[list[Any], str]:
     """The corpus's test utterances; in quick mode without --data, a tiny corpus made now."""
     from models.data.dataset import TalkingFaceDataset
-    from models.training.train import load_clips
+    from models.data.windows import load_clips
 
     if data is None:
         if not quick:

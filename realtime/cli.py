@@ -181,7 +181,7 @@ def _cmd_animate(args: argparse.Namespace) -> int:
         identity = model.identities[int(index)]
         print(f"auto identity: {identity}")
     coeffs = model.generate(audio16, identity, steps=args.steps, seed=args.seed)
-    vertices = model.rig_vertices(coeffs)
+    vertices = model.vertices(coeffs)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(out, coeffs=coeffs, vertices=vertices.astype(np.float32),

@@ -332,25 +332,14 @@ async def stream_file_webrtc(url: str, audio: np.ndarray, sample_rate: int,
 
 
 def read_wav(path: Path) -> tuple[np.ndarray, int]:
-    """Mono float32 samples and rate of a PCM WAV (int16/int32/float; channels averaged)."""
-    from scipy.io import wavfile
+    """Mono float32 samples and rate of an audio file a client may stream (``models.audio``:
+    channels averaged). ``DataError`` for a missing or unreadable file, ``ClientError`` for audio
+    that protocol v1 cannot carry (empty, or a rate outside 8000..48000 Hz)."""
+    from models.audio import read_wav as read_audio
 
-    if not path.is_file():
-        raise ClientError(f"no such audio file: {path}")
-    try:
-        rate, data = wavfile.read(path)
-    except (ValueError, OSError) as exc:
-        raise ClientError(f"{path} is not a readable WAV file: {exc}") from exc
-    data = np.asarray(data)
-    if data.ndim == 2:
-        data = data.mean(axis=1)
-    if np.issubdtype(data.dtype, np.integer):
-        data = data.astype(np.float32) / float(np.iinfo(data.dtype).max + 1)
-    data = data.astype(np.float32)
+    data, rate = read_audio(path)
     if data.size == 0:
         raise ClientError(f"{path} holds no audio")
-    if not np.all(np.isfinite(data)):
-        raise ClientError(f"{path} holds NaN or infinite samples")
     if not 8000 <= rate <= 48000:
         raise ClientError(f"{path} has sample rate {rate} Hz; protocol v1 takes 8000..48000 Hz")
-    return data, int(rate)
+    return data, rate

@@ -20,25 +20,26 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 
 from models.errors import InternalError
+from models.net.contract import ModelContract
+from realtime.session import MEAN_IDENTITY
 
 log = logging.getLogger(__name__)
 
-MEAN_IDENTITY = "mean"  # the average learned identity: used before "auto" has picked one
-
-
 class StreamingModel(Protocol):
-    """The part of ``models.net.talker.Talker`` that the engine uses."""
+    """The part of ``models.net.talker.Talker`` that the engine and the server use."""
 
-    identities: list[str]
-
+    @property
+    def contract(self) -> ModelContract: ...
+    @property
+    def identities(self) -> list[str]: ...
     def new_stream(self, seed: int) -> Any: ...
-    def push_audio(self, state: Any, samples_16k: np.ndarray) -> None: ...
+    def push_audio(self, state: Any, samples: np.ndarray) -> None: ...
     def flush(self, state: Any) -> None: ...
     def frames_available(self, state: Any) -> int: ...
     def stream_step(
@@ -74,14 +75,13 @@ class IdentityMix:
 @dataclass
 class HopJob:
     stream_id: str
-    samples_16k: np.ndarray  # new audio the model consumes for this hop (may be empty)
+    samples: np.ndarray  # new audio (at the model's rate) the model consumes for this hop
     n_frames: int
     identity: IdentityMix
     reset: bool = False  # start the model stream afresh (interrupt)
     final: bool = False  # end of audio: pad look-ahead with silence
     future: asyncio.Future[np.ndarray] | None = None
     loop: asyncio.AbstractEventLoop | None = None
-    submitted_s: float = field(default_factory=time.monotonic)
 
 
 class EngineError(InternalError):
@@ -283,8 +283,8 @@ class InferenceEngine:
             flushed = job.stream_id in self._flushed
             if job.final:
                 self._flushed.add(job.stream_id)
-        if job.samples_16k.size and not flushed:
-            self.model.push_audio(state, job.samples_16k)
+        if job.samples.size and not flushed:
+            self.model.push_audio(state, job.samples)
         if job.final and not flushed:
             self.model.flush(state)
         available = self.model.frames_available(state)

@@ -509,14 +509,12 @@ class ServerProtocol:
         self._events: list[Event] = []
         self._out: list[bytes] = []
         self._offer_seen = False
-        self.last_receive_s: float | None = None
 
     # ---- input
     def receive(self, data: bytes | str, now: float) -> None:
         """Feed one received WebSocket message (``str`` for a text frame)."""
         if self.state is ServerState.CLOSED:
             return
-        self.last_receive_s = now
         try:
             self._receive(data)
         except ProtocolError as exc:

@@ -27,25 +27,31 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from models.face.rig import ARKIT_NAMES
 from realtime import protocol as proto
-from realtime.audio import StreamingResampler
 from realtime.engine import (
-    MEAN_IDENTITY,
     EngineConfig,
     EngineError,
     HopJob,
     IdentityMix,
     InferenceEngine,
+    StreamingModel,
 )
 from realtime.errors import CloseCode, ProtocolError
-from realtime.session import HopRequest, Session, SessionConfig
+from realtime.session import (
+    AUTO_IDENTITY,
+    MEAN_IDENTITY,
+    HopRequest,
+    OutFrame,
+    Session,
+    SessionConfig,
+)
 from realtime.static import StaticRoots, json_response, serve_file, text_response
 from realtime.webrtc import WebRtcIngest
 
 log = logging.getLogger("talker.server")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-AUTO_IDENTITY_S = 3.0  # audio heard before "auto" picks the nearest learned identity
 
 
 @dataclass(frozen=True)
@@ -77,11 +83,8 @@ class _Connection:
     session_id: str
     seed: int = 0  # the engine stream's noise seed (ServerConfig.seed + n)
     session: Session | None = None
-    resampler: StreamingResampler | None = None
     webrtc: WebRtcIngest | None = None
     hello: proto.Hello | None = None
-    auto_audio: list[np.ndarray] = field(default_factory=list)
-    auto_pending: bool = False
     wake_pump: asyncio.Event = field(default_factory=asyncio.Event)
     wake_sender: asyncio.Event = field(default_factory=asyncio.Event)
     closing: asyncio.Event = field(default_factory=asyncio.Event)
@@ -95,22 +98,20 @@ class _Connection:
 class TalkerServer:
     def __init__(
         self,
-        model: Any,
+        model: StreamingModel,
         config: ServerConfig = ServerConfig(),
         session_config: SessionConfig | None = None,
         engine_config: EngineConfig | None = None,
     ) -> None:
+        """``session_config`` defaults to what the model's contract dictates; one given must
+        agree with it on the rates and the look-ahead."""
         self.model = model
+        self.contract = model.contract
         self.config = config
-        lookahead_s = model_lookahead_s(model)
-        self.session_config = session_config or SessionConfig(lookahead_s=lookahead_s)
+        self.session_config = session_config or SessionConfig.for_model(self.contract)
         self.engine = InferenceEngine(model, engine_config or EngineConfig())
         self.roots = StaticRoots(
-            mounts=(
-                ("/", config.web_root),
-                ("/assets", config.assets_root),
-                ("/fixtures", REPO_ROOT / "tests" / "fixtures"),
-            )
+            mounts=(("/", config.web_root), ("/assets", config.assets_root))
         )
         self._connections: dict[str, _Connection] = {}
         self._sessions_started = 0  # hellos accepted: numbers the per-session seeds
@@ -160,7 +161,7 @@ class TalkerServer:
             "status": "ok",
             "sessions": len(self._connections),
             "max_sessions": self.config.max_sessions,
-            "identities": list(self.model.identities),
+            "identities": list(self.contract.identities),
             "engine": {
                 "queue_depth": self.engine.queue_depth,
                 "batches": self.engine.batches_run,
@@ -213,7 +214,7 @@ class TalkerServer:
                 proto.ServerProtocolConfig(
                     token=self.config.token,
                     max_message_bytes=self.config.max_message_bytes,
-                    identities=tuple(self.model.identities),
+                    identities=tuple(self.contract.identities),
                 )
             ),
             session_id=secrets.token_hex(6),
@@ -322,10 +323,8 @@ class TalkerServer:
             self._feed(conn, event.samples, event.sample_rate_hz)
         elif isinstance(event, proto.Interrupt):
             session.interrupt(now)
-            conn.auto_audio.clear()
         elif isinstance(event, proto.Identity):
             session.set_identity(event.identity, now)
-            conn.auto_pending = False
         elif isinstance(event, proto.End):
             self._end_audio(conn)
         elif isinstance(event, proto.Offer):
@@ -336,16 +335,9 @@ class TalkerServer:
         conn.hello = hello
         self._sessions_started += 1
         conn.seed = self.config.seed + self._sessions_started
-        identities = list(self.model.identities)
-        default = identities[0] if identities else "default"
-        identity = hello.identity or default
-        conn.auto_pending = identity == "auto"
-        if conn.auto_pending:
-            identity = MEAN_IDENTITY  # until enough audio is heard to pick one
-        conn.session = Session(self.session_config, identity=identity)
-        if hello.sample_rate != self.session_config.sample_rate_hz:
-            conn.resampler = StreamingResampler(hello.sample_rate,
-                                                self.session_config.sample_rate_hz)
+        identities = list(self.contract.identities)
+        default = identities[0] if identities else MEAN_IDENTITY
+        conn.session = Session(self.session_config, hello.identity or default)
         self.engine.open_stream(conn.session_id, conn.seed)
         template, faces, vertex_count, names = self._ready_msg_parts
         conn.protocol.send(
@@ -353,7 +345,8 @@ class TalkerServer:
                 session=conn.session_id,
                 fps=self.session_config.fps,
                 identities=tuple(identities),
-                identity="auto" if conn.auto_pending else identity,
+                identity=AUTO_IDENTITY if conn.session.auto_identity_pending
+                else conn.session.identity,
                 mesh=proto.Mesh(vertex_count=vertex_count, template=template, faces=faces),
                 blendshapes=names,
             )
@@ -368,47 +361,35 @@ class TalkerServer:
         session = conn.session
         if session is None or session.ended:
             return
-        if rate != self.session_config.sample_rate_hz:
-            if conn.resampler is None or conn.resampler.in_rate_hz != rate:
-                conn.resampler = StreamingResampler(rate, self.session_config.sample_rate_hz)
-            samples = conn.resampler.push(samples)
         now = time.monotonic()
         conn.last_activity_s = now
-        session.feed_audio(samples, now)
-        if conn.auto_pending:
-            conn.auto_audio.append(samples)
-            heard = sum(a.size for a in conn.auto_audio) / self.session_config.sample_rate_hz
-            if heard >= AUTO_IDENTITY_S:
-                conn.auto_pending = False
-                audio = np.concatenate(conn.auto_audio)
-                conn.auto_audio = []
-                task = asyncio.get_running_loop().create_task(self._pick_identity(conn, audio))
-                conn.helpers.add(task)
-                task.add_done_callback(conn.helpers.discard)
+        session.feed_audio(samples, now, rate)
+        pick_audio = session.identity_pick_audio()
+        if pick_audio is not None:
+            task = asyncio.get_running_loop().create_task(
+                self._pick_identity(conn, session, pick_audio))
+            conn.helpers.add(task)
+            task.add_done_callback(conn.helpers.discard)
         conn.wake_pump.set()
 
-    async def _pick_identity(self, conn: _Connection, audio: np.ndarray) -> None:
+    async def _pick_identity(self, conn: _Connection, session: Session,
+                             audio: np.ndarray) -> None:
+        """Identity "auto": the model picks on the inference worker; the session blends."""
+        name: str | None = None
         try:
             index, _scores = await self.engine.call(
                 lambda model, a: model.pick_identity(a), audio
             )
-        except Exception as exc:  # noqa: BLE001 - keep the mean identity; the stream goes on
-            log.warning("session %s: auto identity failed: %s", conn.session_id, exc)
-            return
-        name = self.model.identities[int(index)]
-        if conn.session is not None and not conn.closing.is_set():
+            name = str(self.contract.identities[int(index)])
             log.info("session %s: auto identity -> %s", conn.session_id, name)
-            conn.session.set_identity(str(name), time.monotonic())
+        except EngineError as exc:  # keep the mean identity; the stream goes on
+            log.warning("session %s: auto identity failed: %s", conn.session_id, exc)
+        session.identity_picked(name, time.monotonic())
+        conn.wake_pump.set()
 
     def _end_audio(self, conn: _Connection) -> None:
-        session = conn.session
-        if session is None or session.ended:
-            return
-        if conn.resampler is not None:
-            tail = conn.resampler.flush()
-            if tail.size:
-                session.feed_audio(tail, time.monotonic())
-        session.end(time.monotonic())
+        if conn.session is not None:
+            conn.session.end(time.monotonic())
 
     async def _on_offer(self, conn: _Connection, offer: proto.Offer) -> None:
         def sink(samples: np.ndarray, rate: int) -> None:
@@ -448,7 +429,7 @@ class TalkerServer:
         first = request.identity[0]
         return HopJob(
             stream_id=conn.session_id,
-            samples_16k=request.samples[: request.samples.size - request.padding_samples],
+            samples=request.samples[: request.samples.size - request.padding_samples],
             n_frames=request.n_frames,
             identity=IdentityMix(
                 source=first.from_identity,
@@ -474,7 +455,7 @@ class TalkerServer:
             frames = session.drain_frames(now)
             if frames:
                 # One matmul through the basis for every frame of this drain.
-                vertices = self.model.rig_vertices(np.stack([f.coeffs for f in frames]))
+                vertices = self.contract.basis.decode(np.stack([f.coeffs for f in frames]))
                 for frame, frame_vertices in zip(frames, vertices, strict=True):
                     conn.protocol.send(self._frame_message(frame, frame_vertices, hello))
                 conn.frames_sent += len(frames)
@@ -486,7 +467,7 @@ class TalkerServer:
             if not await self._flush(conn):
                 return
 
-    def _frame_message(self, frame: Any, vertices: np.ndarray, hello: proto.Hello,
+    def _frame_message(self, frame: OutFrame, vertices: np.ndarray, hello: proto.Hello,
                        ) -> proto.Frame:
         """``vertices``: (V, 3) metres, the frame's coefficients through the basis."""
         dtype = "<f2" if hello.format == "f16" else "<f4"
@@ -525,46 +506,17 @@ class TalkerServer:
 
     # ---------------------------------------------------------------------------------- mesh
     def _mesh_parts(self) -> tuple[bytes, bytes, int, tuple[str, ...]]:
-        from models.face.rig import ARKIT_NAMES
-
-        basis = self.model.basis
+        """The ``ready`` mesh from the model's basis: template, faces, and the coefficient
+        names (widened to all 52 ARKit names when the basis is ARKit blendshapes)."""
+        basis = self.contract.basis
         template = np.asarray(basis.template, dtype="<f4").reshape(-1, 3)
-        faces = np.asarray(mesh_faces(basis, template.shape[0]), dtype="<u4").reshape(-1, 3)
+        faces = np.asarray(basis.faces, dtype="<u4").reshape(-1, 3)
         names = tuple(basis.names)
         self._weights_index: np.ndarray | None = None
         if set(names) <= set(ARKIT_NAMES):
             self._weights_index = np.array([ARKIT_NAMES.index(n) for n in names])
             names = ARKIT_NAMES
         return template.tobytes(), faces.tobytes(), int(template.shape[0]), names
-
-
-def model_lookahead_s(model: Any) -> float:
-    """The session look-ahead that exactly covers the model's need for future audio.
-
-    The session asks for samples up to ``s(k) + L`` for frame ``k`` (``s(k) = k*sr//fps``);
-    the model needs ``samples_needed(k + right)``. Take the smallest L that covers every k."""
-    features = model.config.features
-    right = model.receptive_field[1]
-    sr, fps = 16000, 30
-    need = max(features.samples_needed(k + right) - (k * sr // fps) - 1 for k in range(fps * 2))
-    return max(0, need) / sr
-
-
-def mesh_faces(basis: Any, vertex_count: int) -> np.ndarray:
-    """Triangles for the ``ready`` mesh: the checkpoint's, else the rig's when it matches."""
-    faces = getattr(basis, "faces", None)
-    if faces is not None:
-        return np.asarray(faces)
-    from models.face.load import load_rig
-
-    for name in ("facecap", "procedural"):
-        try:
-            rig = load_rig(name)
-        except Exception:  # noqa: BLE001 - a missing asset just means: try the next
-            continue
-        if rig.vertex_count == vertex_count:
-            return rig.faces
-    return np.zeros((0, 3), dtype=np.uint32)
 
 
 def _ms(value: float | None) -> str:

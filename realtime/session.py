@@ -4,15 +4,21 @@ A :class:`Session` is a plain object with *feed* and *drain* methods and no I/O;
 takes ``now`` (monotonic seconds), so tests script time exactly. The adapters (WebSocket,
 WebRTC, microphone) and the inference worker drive it::
 
-    session.feed_audio(samples_16k, now)        # adapter, per received chunk
+    session.feed_audio(samples, now, rate_hz)   # adapter, per received chunk (any rate)
+    audio = session.identity_pick_audio()       # identity "auto": once, the audio to pick from
     for req in session.ready_hops(now): ...     # worker: run the model on req.samples
     session.complete_hop(req.request_id, coeffs, now)
     for frame in session.drain_frames(now): ... # adapter: send them now (this is the send time)
 
+Input rate
+    Audio arrives at the client's rate; the session resamples it to the model's
+    ``sample_rate_hz`` with one streaming resampler (the library resampler that training uses),
+    made when a rate first arrives and flushed by :meth:`end`.
+
 Timeline
-    Audio is 16 kHz mono float32 on a session timeline of samples. Frame ``k`` depicts audio
-    time ``t_k = k / fps``; its sample is ``s(k) = floor(k * sample_rate / fps)``. Frames are
-    generated in hops of ``hop_frames``.
+    Audio is mono float32 at the model's rate on a session timeline of samples. Frame ``k``
+    depicts audio time ``t_k = k / fps``; its sample is ``s(k) = floor(k * sample_rate / fps)``.
+    Frames are generated in hops of ``hop_frames``.
 
 Hop requests (the model contract)
     The hop starting at frame ``F`` with ``n`` frames is ready once timeline samples up to
@@ -51,6 +57,14 @@ Control overtakes data
     requested, however much audio is buffered: a switch starts blending at that hop's first
     frame, an interrupt discards the buffered audio behind it.
 
+Identity "auto"
+    A session opened with identity ``"auto"`` runs on :data:`MEAN_IDENTITY` while it collects
+    the first ``identity_pick_s`` of audio (only that much is kept); then
+    :meth:`identity_pick_audio` hands it over once, the adapter asks the model for the nearest
+    learned identity off the event loop and reports it with :meth:`identity_picked`, which blends
+    to it like a switch. An explicit :meth:`set_identity` first cancels the pick; an interrupt
+    restarts the collection.
+
 Identity switch
     Frames ``F0 + j`` (``F0`` = next frame to request) get ``alpha = min(1, (j + 1) / B)``,
     ``B = identity_blend_frames``: the ``B``-th new frame is fully the new identity. A switch
@@ -69,14 +83,20 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-from typing import TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from realtime.audio import StreamingResampler
 from realtime.metrics import LatencyWindow
 
+if TYPE_CHECKING:
+    from models.net.contract import ModelContract
+
 __all__ = [
+    "AUTO_IDENTITY",
+    "MEAN_IDENTITY",
     "HopRequest",
     "IdentityBlend",
     "OutFrame",
@@ -86,16 +106,22 @@ __all__ = [
 ]
 
 
+AUTO_IDENTITY = "auto"  # hello.identity asking the server to pick the nearest learned style
+MEAN_IDENTITY = "mean"  # the average learned identity: used before "auto" has picked one
+
+
 @dataclass(frozen=True)
 class SessionConfig:
-    """Timing, buffering and smoothing of one session."""
+    """Timing, buffering and smoothing of one session. The first four fields come from the
+    model's contract (:meth:`for_model`); the rest are policy."""
 
-    fps: int = 30  # output frame rate; frame k depicts audio time k / fps
-    sample_rate_hz: int = 16000  # rate of the audio fed in (the server's internal rate)
-    hop_frames: int = 3  # frames generated per model call: 3 frames = 100 ms at 30 fps
+    fps: int  # output frame rate; frame k depicts audio time k / fps
+    sample_rate_hz: int  # the model's audio rate: input at other rates is resampled to it
     # Future audio the model needs beyond a hop's last frame (the audio encoder's right
-    # receptive field); taken from the model's config. Adds directly to motion latency.
-    lookahead_s: float = 0.1
+    # receptive field and the feature window). Adds directly to motion latency.
+    lookahead_s: float
+    identity_pick_s: float  # audio heard before identity "auto" picks the nearest style
+    hop_frames: int = 3  # frames generated per model call (3 = 100 ms at 30 fps)
     # Outgoing queue bound: 3 s of frames for a client that stops reading; oldest dropped.
     max_pending_frames: int = 90
     identity_blend_frames: int = 15  # 0.5 s cross-fade of identity embeddings on a switch
@@ -129,6 +155,13 @@ class SessionConfig:
     def lookahead_samples(self) -> int:
         return round(self.lookahead_s * self.sample_rate_hz)
 
+    @staticmethod
+    def for_model(contract: ModelContract, **policy: Any) -> SessionConfig:
+        """The session settings a model's contract dictates, plus ``policy`` overrides."""
+        return SessionConfig(fps=contract.fps, sample_rate_hz=contract.sample_rate_hz,
+                             lookahead_s=contract.lookahead_s,
+                             identity_pick_s=contract.identity_pick_s, **policy)
+
 
 @dataclass(frozen=True)
 class IdentityBlend:
@@ -151,7 +184,6 @@ class HopRequest:
     padding_samples: int  # trailing zeros in `samples` past the end of the stream
     reset_state: bool  # start a fresh model stream at sample s(frame_start) before this hop
     identity: tuple[IdentityBlend, ...]  # one per new frame
-    issued_at: float  # `now` of the ready_hops call that issued it
 
 
 @dataclass(frozen=True)
@@ -206,9 +238,17 @@ class _Queued:
 class Session:
     """One client's streaming state. Not thread-safe: one owner calls it (see module doc)."""
 
-    def __init__(self, config: SessionConfig | None = None, identity: str = "default") -> None:
-        self.config = config or SessionConfig()
+    def __init__(self, config: SessionConfig, identity: str) -> None:
+        """``identity``: a learned style's name, or :data:`AUTO_IDENTITY` (see module doc)."""
+        self.config = config
         cfg = self.config
+        self._resampler: StreamingResampler | None = None  # for input not at the model's rate
+        # identity "auto": audio collected for the pick (None once picked, cancelled or never)
+        self._pick_audio: list[NDArray[np.float32]] | None = None
+        self._pick_heard = 0
+        self._picking = False  # the pick audio was handed over; awaiting identity_picked()
+        if identity == AUTO_IDENTITY:
+            identity, self._pick_audio = MEAN_IDENTITY, []
         self._lookahead = cfg.lookahead_samples
         # audio timeline: samples [_buf_start, _received) are buffered
         self._buf = np.zeros(0, dtype=np.float32)
@@ -289,13 +329,23 @@ class Session:
             self._buf_start += cut
 
     # ------------------------------------------------------------------ audio in
-    def feed_audio(self, samples_16k: ArrayLike, now: float) -> None:
-        """Append 16 kHz mono samples (1-D, finite) received at ``now``."""
+    def feed_audio(self, samples: ArrayLike, now: float, rate_hz: int | None = None) -> None:
+        """Append mono samples (1-D, finite) received at ``now``, at ``rate_hz`` (default: the
+        model's rate; other rates go through this session's resampler)."""
         if self._ended:
             raise ValueError("feed_audio() after end()")
-        x = np.asarray(samples_16k, dtype=np.float32)
+        x = np.asarray(samples, dtype=np.float32)
         if x.ndim != 1:
-            raise ValueError(f"samples_16k must be 1-D, got shape {x.shape}")
+            raise ValueError(f"samples must be 1-D, got shape {x.shape}")
+        rate = self.config.sample_rate_hz if rate_hz is None else rate_hz
+        if rate != self.config.sample_rate_hz:
+            if self._resampler is None or self._resampler.in_rate_hz != rate:
+                self._resampler = StreamingResampler(rate, self.config.sample_rate_hz)
+            x = self._resampler.push(x)
+        self._append(x, now)
+
+    def _append(self, x: NDArray[np.float32], now: float) -> None:
+        self._collect_for_pick(x)
         if self._first_arrival is None and x.size:
             self._first_arrival = now
         self._audio_in += x.size
@@ -303,6 +353,15 @@ class Session:
         self._received += x.size
         self._log_arrivals(now)
         self._skip_stale(now)
+
+    def _collect_for_pick(self, x: NDArray[np.float32]) -> None:
+        if self._pick_audio is None or self._picking:
+            return
+        want = round(self.config.identity_pick_s * self.config.sample_rate_hz)
+        take = x[: max(0, want - self._pick_heard)]
+        if take.size:
+            self._pick_audio.append(take.copy())
+            self._pick_heard += take.size
 
     def _log_arrivals(self, now: float) -> None:
         k = self._arr_base + len(self._arrivals)
@@ -339,7 +398,6 @@ class Session:
             padding_samples=max(padding, 0),
             reset_state=self._reset_pending,
             identity=tuple(self._identity_at(start_frame + j) for j in range(n)),
-            issued_at=now,
         )
         arrivals = [self._arrival(start_frame + j) for j in range(n)]
         item = _PlanItem("model", start_frame, n, arrivals)
@@ -447,8 +505,35 @@ class Session:
             return IdentityBlend(self._id_to, self._id_to, 1.0)
         return IdentityBlend(self._id_from, self._id_to, alpha)
 
+    def identity_pick_audio(self) -> NDArray[np.float32] | None:
+        """For identity "auto": once ``identity_pick_s`` of audio has been heard, that audio
+        (returned once); else None. Report the model's choice with :meth:`identity_picked`."""
+        want = round(self.config.identity_pick_s * self.config.sample_rate_hz)
+        if self._pick_audio is None or self._picking or self._pick_heard < want:
+            return None
+        self._picking = True
+        return np.concatenate(self._pick_audio)
+
+    def identity_picked(self, name: str | None, now: float) -> None:
+        """The model's pick for identity "auto" (None: the pick failed; keep the mean). Ignored
+        when an explicit identity overtook the pick."""
+        if not self._picking:
+            return
+        self._pick_audio, self._picking = None, False
+        if name is not None:
+            self._blend_to(name)
+
+    @property
+    def auto_identity_pending(self) -> bool:
+        """True while identity "auto" has not picked yet."""
+        return self._pick_audio is not None
+
     def set_identity(self, name: str, now: float) -> None:
-        """Blend to identity ``name`` from the next requested frame on."""
+        """Blend to identity ``name`` from the next requested frame on (cancels "auto")."""
+        self._pick_audio, self._picking = None, False
+        self._blend_to(name)
+
+    def _blend_to(self, name: str) -> None:
         last = self._identity_at(self._next_frame - 1)
         if last.alpha >= 1.0 and name == self._id_to:
             return
@@ -478,10 +563,20 @@ class Session:
         self._received = self._consumed = self._buf_start = self._sample_of(resume)
         self._buf = np.zeros(0, dtype=np.float32)
         self._reset_pending = True
+        if self._pick_audio is not None and not self._picking:
+            self._pick_audio, self._pick_heard = [], 0  # pick from what is said next
         self._advance(now)
 
     def end(self, now: float) -> None:
-        """No more audio: the remaining audio is processed (last hop zero-padded)."""
+        """No more audio: the resampler's tail is appended, then the remaining audio is
+        processed (last hop zero-padded)."""
+        if self._ended:
+            return
+        if self._resampler is not None:
+            tail = self._resampler.flush()
+            self._resampler = None
+            if tail.size:
+                self._append(tail, now)
         self._ended = True
         self._advance(now)
 

@@ -20,6 +20,7 @@ import numpy as np
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from models.audio import float_to_pcm16
 from realtime.errors import ProtocolError
 from realtime.metrics import SendClock
 
@@ -122,7 +123,7 @@ class PacedAudioTrack(MediaStreamTrack):
         super().__init__()
         n = math.ceil(audio_48k.size / RTC_FRAME_SAMPLES) * RTC_FRAME_SAMPLES
         pcm = np.pad(np.asarray(audio_48k, np.float32), (0, n - audio_48k.size))
-        self._pcm = np.clip(np.round(pcm * 32768.0), -32768, 32767).astype(np.int16)
+        self._pcm = float_to_pcm16(pcm)
         self._channels = channels
         self._index = 0
         self._start: float | None = None

@@ -35,9 +35,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from scipy.io import wavfile
 from tqdm import tqdm
 
+from models.audio import write_wav
 from models.corpus.speech import DEFAULT_LIBRARY, SAMPLE_RATE_HZ, VoiceSpec, engine
 from models.corpus.talkers import Talker, animate, sample_style, sample_talkers, sample_voices
 from models.corpus.text import MAX_DURATION_S, MIN_DURATION_S, make_script
@@ -46,7 +46,9 @@ from models.face.rig import RIG_NAMES, FaceRig
 
 log = logging.getLogger(__name__)
 
-GENERATOR_VERSION = "1.1"  # 1.1: talkers sharing a voice keep their own pitch, rate, range
+# 1.1: talkers sharing a voice keep their own pitch, rate, range. 1.2: espeak-ng's 22.05 kHz
+# resampled by libsoxr (models.audio, as at serve time), WAVs at the s16 full scale 32768.
+GENERATOR_VERSION = "1.2"
 SPLITS = ("train", "val", "test", "heldout_talker", "heldout_voice")
 
 
@@ -148,8 +150,7 @@ def _make_utterance(task: _Task) -> dict:
     weights = animate(speech.phonemes, n_frames, task.talker.style,
                       np.random.default_rng(anim_ss), fps)
     vertices = rig.vertices(weights).reshape(n_frames, -1)
-    pcm = np.round(np.clip(speech.audio, -1.0, 1.0) * 32767.0).astype(np.int16)
-    wavfile.write(out / "wav" / f"{task.uid}.wav", SAMPLE_RATE_HZ, pcm)
+    write_wav(out / "wav" / f"{task.uid}.wav", speech.audio, SAMPLE_RATE_HZ)
     np.save(out / "vertices_npy" / f"{task.uid}.npy", vertices.astype(np.float32))
     np.save(out / "weights_npy" / f"{task.uid}.npy", weights.astype(np.float32))
     phones = {"id": task.uid, "text": script.text, "voice": task.voice.to_json(),

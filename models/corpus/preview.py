@@ -14,8 +14,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from scipy.io import wavfile  # noqa: E402
 
+from models.audio import read_wav  # noqa: E402
 from models.corpus.phonemes import is_pause  # noqa: E402
 from models.face.rig import RIG_NAMES  # noqa: E402
 
@@ -34,8 +34,7 @@ def render_preview(corpus_dir: str | Path, utterance_id: str, out_png: str | Pat
     root = Path(corpus_dir)
     manifest = json.loads((root / "corpus.json").read_text())
     fps = float(manifest["fps"])
-    rate, pcm = wavfile.read(root / "wav" / f"{utterance_id}.wav")
-    audio = pcm.astype(np.float32) / 32768.0
+    audio, rate = read_wav(root / "wav" / f"{utterance_id}.wav")
     phones = json.loads((root / "phonemes" / f"{utterance_id}.json").read_text())
     weights = np.load(root / "weights_npy" / f"{utterance_id}.npy")  # (T, 51)
     vertices = np.load(root / "vertices_npy" / f"{utterance_id}.npy")  # (T, V*3)

@@ -22,8 +22,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-from scipy.signal import resample_poly
 
+from models.audio import pcm16_to_float, resample
 from models.corpus.phonemes import PAUSE, Phone, clean_symbol, is_pause
 from models.errors import DataError
 
@@ -262,8 +262,7 @@ class Espeak:
         native = np.concatenate(self._samples) if self._samples else np.zeros(0, np.int16)
         phones = self._timed_phones(len(native))
         _apply_stress(phones, self.stress_marks(text))
-        audio = resample_poly(native.astype(np.float64) / 32768.0, SAMPLE_RATE_HZ,
-                              self.native_rate_hz).astype(np.float32)
+        audio = resample(pcm16_to_float(native), self.native_rate_hz, SAMPLE_RATE_HZ)
         speech = Speech(audio=np.clip(audio, -1.0, 1.0), text=text,
                         phonemes=_tile(phones, len(audio) / SAMPLE_RATE_HZ))
         check_timings(speech)

@@ -8,8 +8,8 @@ frame k still depicts audio time k / fps.
 ``augment`` applies a random subset with the probabilities of an ``AugmentConfig``. Pitch is
 shifted without changing timing by resampling the STFT magnitude along frequency (crude, but it
 moves formants and f0 together, which is what a different voice does); tempo is changed by
-``speed`` (resampling: pitch and tempo together, Kaldi-style speed perturbation) with the motion
-target time-warped by the same factor.
+``speed`` (resampling with ``models.audio.resample``, the converter of serving: pitch and tempo
+together, Kaldi-style speed perturbation) with the motion target time-warped by the same factor.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.fft import next_fast_len
+
+from models.audio import resample
 
 SR = 16000
 FPS = 30
@@ -119,10 +121,18 @@ def pitch_shift(audio: np.ndarray, rng: np.random.Generator,
 
 def speed(audio: np.ndarray, coeffs: np.ndarray, rng: np.random.Generator,
           factor_range: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
-    """Play faster (factor > 1) or slower; the motion target is warped by the same factor."""
-    r = rng.uniform(*factor_range)
-    n_out = max(1, int(round(len(audio) / r)))
-    a = np.interp(np.arange(n_out) * r, np.arange(len(audio)), audio).astype(np.float32)
+    """Play faster (factor > 1) or slower; the motion target is warped by the same factor.
+
+    The audio is taken as recorded at ``factor * 16 kHz`` (rounded to a whole Hz, and the factor
+    with it) and resampled to 16 kHz, anti-aliased: output sample n is input time n * factor, and
+    output frame k shows input time k * factor / fps.
+    """
+    in_rate_hz = int(round(rng.uniform(*factor_range) * SR))
+    r = in_rate_hz / SR
+    a = resample(audio, in_rate_hz, SR)
+    if a.size == 0:
+        a = np.zeros(1, np.float32)
+    n_out = len(a)
     T_out = max(1, -(-n_out * FPS // SR))
     src = np.minimum(np.arange(T_out) * r, len(coeffs) - 1)  # output frame k <- time k*r/fps
     c = np.stack([np.interp(src, np.arange(len(coeffs)), coeffs[:, j])

@@ -15,7 +15,9 @@ Folder conventions read by ``TalkingFaceDataset.load``:
   number (``FaceTalk_170725_00137_TA_sentence01`` -> ``FaceTalk_170725_00137_TA``; ``F1_e03``
   -> ``F1``). Splits follow FaceFormer's BIWI convention by sentence number: 1-32 train,
   33-36 val, 37 and above test; every subject is a training talker.
-Masks (``lip``, ``upper_face``) come from ``masks.npz`` in the folder or the ``masks`` argument.
+Masks (``lip``, ``upper_face``) come from ``masks.npz`` in the folder or the ``masks`` argument;
+triangles from ``faces.npy`` (F, 3) when the folder has it (the viewer needs them to draw the mesh).
+Every utterance keeps its subject's template: coefficients are offsets from it (``coeffs``).
 """
 
 from __future__ import annotations
@@ -25,15 +27,14 @@ import logging
 import pickle
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from math import gcd
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from scipy.io import wavfile
-from scipy.signal import resample_poly
 
+from models.audio import pcm16_to_float, read_wav, resample
 from models.errors import DataError
+from models.face.basis import MotionBasis
 
 log = logging.getLogger(__name__)
 
@@ -43,52 +44,6 @@ _NAME = re.compile(r"^(?P<subject>.+?)_(?P<prefix>[A-Za-z]*?)(?P<number>\d+)$")
 _COMMON_FPS = (24.0, 25.0, 30.0, 50.0, 60.0)
 
 
-
-
-@dataclass(frozen=True)
-class MotionBasis:
-    """vertices = template + sum_k coeffs[k] * basis[k]."""
-
-    template: np.ndarray  # (V, 3) float32
-    basis: np.ndarray  # (K, V, 3) float32
-    names: tuple[str, ...]  # (K,) ARKit names or "pc0".."pcK-1"
-    masks: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (V,) bool
-    kind: str = "arkit"  # "arkit" | "pca"
-
-    @property
-    def size(self) -> int:
-        return int(self.basis.shape[0])
-
-    def decode(self, coeffs: np.ndarray, template: np.ndarray | None = None) -> np.ndarray:
-        """(T, K) -> (T, V, 3) float32; ``template`` overrides the basis's (per-talker faces)."""
-        base = self.template if template is None else template
-        flat = np.asarray(coeffs, np.float32) @ self.basis.reshape(self.size, -1)  # (T, V*3)
-        return (flat.reshape(len(flat), -1, 3) + base).astype(np.float32)
-
-    def encode(self, vertices: np.ndarray, template: np.ndarray | None = None) -> np.ndarray:
-        """(T, V, 3) -> (T, K) float32 least-squares coefficients."""
-        base = self.template if template is None else template
-        off = (np.asarray(vertices, np.float64) - base).reshape(len(vertices), -1)  # (T, V*3)
-        return (off @ self._pinv()).astype(np.float32)
-
-    def _pinv(self) -> np.ndarray:  # (V*3, K), cached on the frozen instance
-        cached = self.__dict__.get("_pinv_cache")
-        if cached is None:
-            cached = np.linalg.pinv(self.basis.reshape(self.size, -1).astype(np.float64))
-            object.__setattr__(self, "_pinv_cache", cached)
-        return cached
-
-    @staticmethod
-    def fit_pca(offsets: np.ndarray, k: int, template: np.ndarray,
-                masks: dict[str, np.ndarray] | None = None) -> MotionBasis:
-        """PCA basis of (N, V, 3) offsets from the template; uncentred so that vertices =
-        template + B . c holds exactly for the best c (the first component carries the mean)."""
-        x = np.asarray(offsets, np.float64).reshape(len(offsets), -1)  # (N, V*3)
-        k = int(min(k, *x.shape))
-        _, _, vt = np.linalg.svd(x, full_matrices=False)
-        basis = vt[:k].reshape(k, -1, 3).astype(np.float32)
-        return MotionBasis(np.asarray(template, np.float32), basis,
-                           tuple(f"pc{i}" for i in range(k)), dict(masks or {}), "pca")
 
 
 @dataclass(frozen=True)
@@ -108,7 +63,7 @@ class Utterance:
     def audio(self) -> np.ndarray:
         """(N,) float32 in [-1, 1] at 16 kHz."""
         if self.pcm.dtype == np.int16:
-            return self.pcm.astype(np.float32) / 32768.0
+            return pcm16_to_float(self.pcm)
         return np.asarray(self.pcm, np.float32)
 
     @property
@@ -128,6 +83,10 @@ class TalkingFaceDataset:
 
     def utterances(self, split: str | None = None) -> list[Utterance]:
         return [u for u in self._utts if split is None or u.split == split]
+
+    def templates(self) -> dict[str, np.ndarray]:
+        """Each talker's neutral face, (V, 3) float32 by name (training talkers and others)."""
+        return {u.talker: np.asarray(u.template, np.float32) for u in self._utts}
 
     def coeffs(self, utt: Utterance) -> np.ndarray:
         """(T, K) coefficients of the utterance in ``basis``."""
@@ -152,8 +111,8 @@ class TalkingFaceDataset:
             b = round((k + window_frames) * SAMPLE_RATE_HZ / u.fps)
             audio = np.zeros(b - a, np.float32)
             chunk = u.pcm[a:b]
-            audio[:len(chunk)] = chunk.astype(np.float32) / (32768.0 if chunk.dtype == np.int16
-                                                             else 1.0)
+            audio[:len(chunk)] = (pcm16_to_float(chunk) if chunk.dtype == np.int16
+                                  else chunk.astype(np.float32))
             if u.weights is not None and self.basis.kind == "arkit":
                 coeffs = np.asarray(u.weights[k:k + window_frames], np.float32)
             else:
@@ -183,23 +142,9 @@ def _load_masks(path: Path) -> dict[str, np.ndarray]:
 
 
 def _read_wav(path: Path) -> np.ndarray:
-    """Mono audio at 16 kHz: int16 kept as is (memory-mapped) at 16 kHz, else float32."""
-    rate, data = wavfile.read(path, mmap=True)
-    if data.ndim == 2:
-        data = data.mean(axis=1)
-    if rate == SAMPLE_RATE_HZ and data.dtype == np.int16:
-        return data
-    x = np.asarray(data, np.float64)
-    if data.dtype == np.int16:
-        x /= 32768.0
-    elif data.dtype == np.int32:
-        x /= 2.0**31
-    elif data.dtype == np.uint8:
-        x = (x - 128.0) / 128.0
-    if rate != SAMPLE_RATE_HZ:
-        g = gcd(int(rate), SAMPLE_RATE_HZ)
-        x = resample_poly(x, SAMPLE_RATE_HZ // g, int(rate) // g)
-    return x.astype(np.float32)
+    """Mono float32 audio at 16 kHz (``models.audio``: the resampler the server uses too)."""
+    audio, rate = read_wav(path)
+    return resample(audio, rate, SAMPLE_RATE_HZ)
 
 
 def _load_corpus(root: Path, fps: float, masks: dict[str, np.ndarray]) -> TalkingFaceDataset:
@@ -208,7 +153,7 @@ def _load_corpus(root: Path, fps: float, masks: dict[str, np.ndarray]) -> Talkin
         raise DataError(f"{root} is at {manifest['fps']} fps, {fps} asked; regenerate it")
     with (root / "templates.pkl").open("rb") as f:
         templates = pickle.load(f)
-    basis = _corpus_basis(root, manifest, masks)
+    basis = _corpus_basis(root, manifest, masks, fps)
     utts = []
     for m in manifest["utterances"]:
         uid = m["id"]
@@ -221,21 +166,23 @@ def _load_corpus(root: Path, fps: float, masks: dict[str, np.ndarray]) -> Talkin
     return TalkingFaceDataset(utts, talkers, basis, fps)
 
 
-def _corpus_basis(root: Path, manifest: dict, masks: dict[str, np.ndarray]) -> MotionBasis:
+def _corpus_basis(root: Path, manifest: dict, masks: dict[str, np.ndarray],
+                  fps: float) -> MotionBasis:
     names = tuple(manifest["blendshapes"])
     if (root / "basis.npz").is_file():
         with np.load(root / "basis.npz", allow_pickle=False) as z:
             template, deltas = z["template"], z["deltas"]
+            faces = z["faces"] if "faces" in z.files else np.zeros((0, 3), np.int32)
     else:
         from models.face.load import load_rig
 
         rig = load_rig(manifest["rig"]["name"])
-        template, deltas = rig.template, rig.deltas
+        template, deltas, faces = rig.template, rig.deltas, rig.faces
     if template.shape[0] != manifest["rig"]["vertex_count"]:
         raise DataError(f"rig {manifest['rig']['name']!r} has {template.shape[0]} vertices but "
-                           f"{root} was made with {manifest['rig']['vertex_count']}")
-    return MotionBasis(template.astype(np.float32), deltas.astype(np.float32), names, masks,
-                       "arkit")
+                        f"{root} was made with {manifest['rig']['vertex_count']}")
+    return MotionBasis(template.astype(np.float32), deltas.astype(np.float32), names,
+                       np.asarray(faces, np.int32), masks, fps, "arkit")
 
 
 def parse_name(stem: str) -> tuple[str, int]:
@@ -297,5 +244,7 @@ def _load_vertex_folder(root: Path, fps: float, masks: dict[str, np.ndarray],
     train = [u for u in utts if u.split == "train"] or utts
     offsets = np.concatenate([u.vertices - u.template for u in train])
     some = next(iter(templates.values()))
-    basis = MotionBasis.fit_pca(offsets, k, np.asarray(some, np.float32).reshape(-1, 3), masks)
+    faces = np.load(root / "faces.npy") if (root / "faces.npy").is_file() else None
+    basis = MotionBasis.fit_pca(offsets, k, np.asarray(some, np.float32).reshape(-1, 3), masks,
+                                faces, fps)
     return TalkingFaceDataset(utts, sorted({u.talker for u in train}), basis, fps)

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from models.errors import DataError
+from models.face.basis import MotionBasis
 
 # The 52 ARKit blendshape names in Apple's documented order. The rig keeps the 51 non-empty ones
 # (facecap's ``tongueOut`` target is empty), in this order.
@@ -64,12 +65,19 @@ class FaceRig:
     def vertex_count(self) -> int:
         return int(self.template.shape[0])
 
+    @property
+    def basis(self) -> MotionBasis:
+        """The rig as the one motion basis (ARKit weights as coefficients, 30 fps motion)."""
+        cached = self.__dict__.get("_basis")
+        if cached is None:
+            cached = MotionBasis(self.template, self.deltas, self.blendshape_names,
+                                 self.faces.astype(np.int32), dict(self.masks), kind="arkit")
+            object.__setattr__(self, "_basis", cached)
+        return cached
+
     def vertices(self, weights: np.ndarray) -> np.ndarray:
         """(T, K) or (K,) blendshape weights -> (T, V, 3) or (V, 3) float32 vertex positions."""
-        w = np.asarray(weights, dtype=np.float32)
-        flat = self.deltas.reshape(len(self.blendshape_names), -1)  # (K, V*3)
-        out = w @ flat + self.template.reshape(-1)
-        return out.reshape(*w.shape[:-1], self.vertex_count, 3).astype(np.float32)
+        return self.basis.decode(weights)
 
     def mouth_opening(self, vertices: np.ndarray) -> np.ndarray:
         """(..., V, 3) vertices -> (...) metres between the two ``mouth_open`` vertices."""

@@ -1,10 +1,10 @@
 """Checkpoint files: safetensors weights with the JSON config in the same file's metadata.
 
 A checkpoint needs nothing else to be loaded (STYLE habit 4): the model config, the identity names,
-the motion basis and the sampler settings all travel inside it. The config is the JSON string under
-the metadata key ``"config"``; other metadata keys are free-form strings (training step, git commit,
-validation LVE, ...). ``ModelError`` is the one exception type of ``models/`` at its public
-boundary.
+the motion basis (faces and masks included) and the sampler settings all travel inside it. The
+config is the JSON string under the metadata key ``"config"``; other metadata keys are free-form
+strings (training step, git commit, validation LVE, ...). Loading problems raise
+``models.errors.ModelError`` naming the file.
 """
 
 from __future__ import annotations
@@ -60,11 +60,8 @@ def load_checkpoint(path: str | Path,
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise ModelError(f"checkpoint {path} is corrupt or not a safetensors file: {e}") from e
     if "config" not in metadata:
-        sidecar = path.with_suffix(".json")
-        if not sidecar.is_file():
-            raise ModelError(f"checkpoint {path} carries no config "
-                             f"(no metadata, no {sidecar.name})")
-        metadata["config"] = sidecar.read_text()
+        raise ModelError(f"checkpoint {path} carries no config: not a diffusion-talker "
+                         "checkpoint (save it with Talker.save)")
     try:
         config = json.loads(metadata["config"])
     except json.JSONDecodeError as e:

@@ -18,6 +18,6 @@ def random_talker(size: ModelSize | None = None, identities: tuple[str, ...] = (
     config = TalkerConfig.build(size or ModelSize(), face.blendshape_names, identities,
                                 sampler_steps=steps)
     torch.manual_seed(seed)
-    talker = Talker(config, face)
+    talker = Talker(config, face.basis)
     talker.eval()
     return talker

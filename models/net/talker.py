@@ -23,9 +23,11 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from models.errors import ModelError
+from models.errors import ModelError, UserError
+from models.face.basis import MotionBasis
 from models.net.audio_encoder import AudioEncoder, AudioEncoderConfig
 from models.net.checkpoint import load_checkpoint, save_checkpoint
+from models.net.contract import ModelContract
 from models.net.denoiser import Denoiser, DenoiserConfig
 from models.net.features import (
     AudioBuffer,
@@ -47,7 +49,7 @@ from models.sampling import (
     sample_ddpm,
 )
 
-__all__ = ["ModelError", "Basis", "ModelSize", "LossConfig", "TalkerConfig", "TrainBatch",
+__all__ = ["ModelSize", "LossConfig", "TalkerConfig", "TrainBatch",
            "StreamState", "Talker"]
 
 
@@ -146,36 +148,6 @@ def _dataclass_from_dict(cls: Any, d: dict[str, Any]) -> Any:
     return cls(**kwargs)
 
 
-@dataclass(frozen=True)
-class Basis:
-    """The linear motion basis: vertices = template + coeffs @ basis (DESIGN §5)."""
-
-    template: np.ndarray  # (V, 3) float32
-    basis: np.ndarray  # (K, V, 3) float32
-    names: tuple[str, ...]  # (K,)
-    masks: dict[str, np.ndarray]  # name -> (V,) bool; "lip" and "upper_face" at least
-
-    @staticmethod
-    def from_any(obj: Any) -> Basis:
-        """From a dataset ``MotionBasis``, a ``FaceRig`` or a Basis."""
-        basis = getattr(obj, "basis", None)
-        if basis is None:
-            basis = obj.deltas
-        names = getattr(obj, "names", None) or obj.blendshape_names
-        masks = {k: np.asarray(v, dtype=bool) for k, v in obj.masks.items()}
-        for need in ("lip", "upper_face"):
-            if need not in masks:
-                raise ModelError(f"motion basis lacks the '{need}' vertex mask")
-        return Basis(np.asarray(obj.template, np.float32), np.asarray(basis, np.float32),
-                     tuple(names), masks)
-
-    def decode(self, coeffs: np.ndarray) -> np.ndarray:
-        """(..., K) -> (..., V, 3) float32 vertices."""
-        c = np.asarray(coeffs, np.float32)
-        K, V, _ = self.basis.shape
-        return (c @ self.basis.reshape(K, V * 3)).reshape(*c.shape[:-1], V, 3) + self.template
-
-
 @dataclass
 class TrainBatch:
     features: torch.Tensor  # (B, R + W, F) features of frames [s - left, s + W + right)
@@ -203,14 +175,23 @@ class StreamState:
 # ----------------------------------------------------------------------------- the model
 
 class Talker(nn.Module):
-    def __init__(self, config: TalkerConfig, basis: Basis | Any,
-                 coeff_mean: np.ndarray | None = None, coeff_std: np.ndarray | None = None):
+    def __init__(self, config: TalkerConfig, basis: MotionBasis,
+                 coeff_mean: np.ndarray | None = None, coeff_std: np.ndarray | None = None,
+                 subjects: dict[str, np.ndarray] | None = None):
+        """``basis``: the motion basis the coefficients live in (faces and masks included);
+        ``subjects``: the training subjects' own templates (V, 3) by name, for vertex datasets
+        where every subject has its own neutral face (see :meth:`vertices`)."""
         super().__init__()
         self.config = config
-        self.basis = basis if isinstance(basis, Basis) else Basis.from_any(basis)
+        self.basis = basis
         K = config.denoiser.n_coeffs
-        if self.basis.basis.shape[0] != K:
-            raise ModelError(f"basis has {self.basis.basis.shape[0]} coefficients, config {K}")
+        if basis.size != K:
+            raise ModelError(f"basis has {basis.size} coefficients, config {K}")
+        if basis.fps != config.features.fps:
+            raise ModelError(f"basis is at {basis.fps} fps, the features at {config.features.fps}")
+        basis.require_masks("lip", "upper_face")
+        self.subjects = {k: np.asarray(v, np.float32).reshape(-1, 3)
+                         for k, v in (subjects or {}).items()}
         self.encoder = AudioEncoder(config.encoder)
         self.denoiser = Denoiser(config.denoiser)
         self.identity = IdentityModel(config.identity)
@@ -219,7 +200,7 @@ class Talker(nn.Module):
         std = np.ones(K, np.float32) if coeff_std is None else coeff_std
         self.register_buffer("coeff_mean", torch.as_tensor(mean, dtype=torch.float32).clone())
         self.register_buffer("coeff_std", torch.as_tensor(std, dtype=torch.float32).clone())
-        self.gram = VertexGram(torch.from_numpy(self.basis.basis),
+        self.gram = VertexGram(torch.from_numpy(self.basis.vectors),
                                torch.from_numpy(self.basis.masks["lip"]))
         self.alpha_bar = cosine_alpha_bar(config.schedule)  # (T,) float64, derived, not saved
 
@@ -227,6 +208,24 @@ class Talker(nn.Module):
     @property
     def identities(self) -> list[str]:
         return list(self.config.identities)
+
+    @property
+    def contract(self) -> ModelContract:
+        """What a server needs to know about this model (rates, look-ahead, identities, mesh)."""
+        fc = self.config.features
+        return ModelContract(sample_rate_hz=fc.sample_rate_hz, fps=fc.fps,
+                             lookahead_s=self.lookahead_samples() / fc.sample_rate_hz,
+                             identities=tuple(self.config.identities),
+                             identity_pick_s=self.config.identity.pick_s, basis=self.basis)
+
+    def lookahead_samples(self) -> int:
+        """Audio samples past frame k's first sample s(k) = k * rate // fps that generating
+        frame k needs: the smallest L with samples_needed(k + right) <= s(k) + L + 1 for every
+        k (the pattern repeats every fps frames; two periods are checked)."""
+        fc, right = self.config.features, self.receptive_field[1]
+        need = max(fc.samples_needed(k + right) - (k * fc.sample_rate_hz // fc.fps) - 1
+                   for k in range(2 * fc.fps))
+        return max(0, need)
 
     @property
     def receptive_field(self) -> tuple[int, int]:
@@ -375,9 +374,9 @@ class Talker(nn.Module):
                            gru=torch.zeros(len(grid), c.n_layers, c.hidden, device=self.device),
                            rng_x=rng_x, rng_step=rng_step)
 
-    def push_audio(self, state: StreamState, samples_16k: np.ndarray) -> None:
-        """Append mono float32 16 kHz samples (any chunk size)."""
-        state.audio.push(samples_16k)
+    def push_audio(self, state: StreamState, samples: np.ndarray) -> None:
+        """Append mono float32 samples at the model's rate (any chunk size)."""
+        state.audio.push(samples)
 
     def flush(self, state: StreamState) -> None:
         """End of stream: the look-ahead past the end is silence; every frame becomes available."""
@@ -480,18 +479,29 @@ class Talker(nn.Module):
             self.train(was)
 
     # -- vertices
-    def rig_vertices(self, coeffs: np.ndarray) -> np.ndarray:
-        """(T, K) coefficients -> (T, V, 3) float32 vertices through the stored basis."""
-        return self.basis.decode(coeffs)
+    def vertices(self, coeffs: np.ndarray, subject: str | None = None) -> np.ndarray:
+        """(..., K) coefficients -> (..., V, 3) float32 vertices through the stored basis, on
+        the basis's template or on training subject ``subject``'s own neutral face."""
+        if subject is None:
+            return self.basis.decode(coeffs)
+        if subject not in self.subjects:
+            known = ", ".join(sorted(self.subjects)) or "none: this model has one template"
+            raise ModelError(f"unknown subject {subject!r}; known: {known}")
+        return self.basis.decode(coeffs, self.subjects[subject])
 
     # -- checkpoints
     def save(self, path: str | Path, extra_metadata: dict[str, Any] | None = None) -> Path:
+        b = self.basis
         tensors = {f"model.{k}": v for k, v in self.state_dict().items()}
-        tensors["rig.template"] = torch.from_numpy(self.basis.template)
-        tensors["rig.basis"] = torch.from_numpy(self.basis.basis)
-        for name, m in self.basis.masks.items():
+        tensors["rig.template"] = torch.from_numpy(b.template)
+        tensors["rig.basis"] = torch.from_numpy(b.vectors)
+        tensors["rig.faces"] = torch.from_numpy(np.asarray(b.faces, np.int32))
+        for name, m in b.masks.items():
             tensors[f"rig.mask.{name}"] = torch.from_numpy(m.astype(np.uint8))
-        config = {"talker": self.config.to_dict(), "basis_names": list(self.basis.names)}
+        for name, t in self.subjects.items():
+            tensors[f"subject.{name}"] = torch.from_numpy(t)
+        config = {"talker": self.config.to_dict(), "basis_names": list(b.names),
+                  "basis_kind": b.kind, "basis_fps": b.fps}
         return save_checkpoint(path, tensors, config, extra_metadata)
 
     @staticmethod
@@ -500,11 +510,16 @@ class Talker(nn.Module):
         tensors, config, _ = load_checkpoint(path)
         try:
             cfg = TalkerConfig.from_dict(config["talker"])
-            basis = Basis(tensors["rig.template"].numpy(), tensors["rig.basis"].numpy(),
-                          tuple(config["basis_names"]),
-                          {k[len("rig.mask."):]: v.numpy().astype(bool)
-                           for k, v in tensors.items() if k.startswith("rig.mask.")})
-            talker = Talker(cfg, basis)
+            basis = MotionBasis(
+                tensors["rig.template"].numpy(), tensors["rig.basis"].numpy(),
+                tuple(config["basis_names"]), _faces(tensors, path),
+                {k[len("rig.mask."):]: v.numpy().astype(bool)
+                 for k, v in tensors.items() if k.startswith("rig.mask.")},
+                float(config.get("basis_fps", cfg.features.fps)),
+                config.get("basis_kind", "arkit"))
+            subjects = {k[len("subject."):]: v.numpy() for k, v in tensors.items()
+                        if k.startswith("subject.")}
+            talker = Talker(cfg, basis, subjects=subjects)
             state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
             talker.load_state_dict(state, strict=True)
         except (KeyError, TypeError, RuntimeError, ValueError) as e:
@@ -517,3 +532,24 @@ class Talker(nn.Module):
         return json.dumps({"params": n, "identities": len(self.identities),
                            "receptive_field": self.receptive_field,
                            "sampler": self.config.sampler, "steps": self.config.sampler_steps})
+
+
+def _faces(tensors: dict[str, torch.Tensor], path: str | Path) -> np.ndarray:
+    """The checkpoint's triangles. Checkpoints written before faces travelled inside them get
+    the faces of the rig whose template they carry (checked vertex for vertex, not guessed from
+    the vertex count); none matching is an error that says so."""
+    if "rig.faces" in tensors:
+        return tensors["rig.faces"].numpy().astype(np.int32)
+    from models.face.load import load_rig
+
+    template = tensors["rig.template"].numpy()
+    for name in ("facecap", "procedural"):
+        try:
+            rig = load_rig(name)
+        except UserError:  # this rig is not available here
+            continue
+        if rig.template.shape == template.shape and np.allclose(rig.template, template,
+                                                                 atol=1e-6):
+            return rig.faces.astype(np.int32)
+    raise ModelError(f"checkpoint {path} carries no faces and its template matches no known rig; "
+                     "re-save it with this version of the code")

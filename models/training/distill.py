@@ -33,10 +33,11 @@ import numpy as np
 import torch
 
 from models.data.augment import AugmentConfig
+from models.data.windows import WindowSampler, load_clips
 from models.errors import ModelError
 from models.net.talker import Talker, TrainBatch
 from models.sampling import ModelFn, Steps, ddim_step, q_sample, respace
-from models.training.train import WindowSampler, _log, _progress, evaluate_talker, load_clips
+from models.training.train import _log, _progress, evaluate_talker
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +121,8 @@ def distill_loss(student: Talker, teacher: Talker, batch: TrainBatch, n_student:
 
 def with_steps(model: Talker, n_steps: int) -> Talker:
     """The same weights with another default DDIM grid in the config (what a student is)."""
-    out = Talker(model.config.replace(sampler="ddim", sampler_steps=n_steps), model.basis)
+    out = Talker(model.config.replace(sampler="ddim", sampler_steps=n_steps), model.basis,
+                 subjects=model.subjects)
     out.load_state_dict(model.state_dict())
     return out
 

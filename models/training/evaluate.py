@@ -26,12 +26,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from models.data.windows import Clip, load_clips
 from models.errors import ModelError
 from models.net.talker import Talker
 from models.training.metrics import diversity
-from models.training.train import Clip, evaluate_talker, load_clips
-
-PICK_SECONDS = 3.0
+from models.training.train import evaluate_talker
 
 
 @dataclass(frozen=True)
@@ -48,12 +47,14 @@ class EvalConfig:
 
 def identity_accuracy(talker: Talker, clips: list[Clip]) -> dict[str, Any]:
     known = [c for c in clips if c.talker in talker.identities]
+    contract = talker.contract
+    heard = round(contract.identity_pick_s * contract.sample_rate_hz)
     hits = 0
     for clip in known:
-        index, _ = talker.pick_identity(clip.audio[: int(PICK_SECONDS * 16000)])
+        index, _ = talker.pick_identity(clip.audio[:heard])
         hits += talker.identities[int(index)] == clip.talker
     return {"top1": hits / len(known) if known else None, "n": len(known),
-            "seconds": PICK_SECONDS, "chance": 1 / max(1, len(talker.identities))}
+            "seconds": contract.identity_pick_s, "chance": 1 / max(1, len(talker.identities))}
 
 
 def sample_diversity(talker: Talker, clips: list[Clip], steps: int | None, sampler: str | None,
@@ -62,8 +63,9 @@ def sample_diversity(talker: Talker, clips: list[Clip], steps: int | None, sampl
     values = []
     for clip in clips[: config.diversity_utterances]:
         ident = clip.talker if clip.talker in talker.identities else None
-        samples = [talker.rig_vertices(talker.generate(clip.audio, ident, steps=steps,
-                                                       seed=config.seed + k, sampler=sampler))
+        samples = [talker.basis.decode(talker.generate(clip.audio, ident, steps=steps,
+                                                       seed=config.seed + k, sampler=sampler),
+                                       clip.template)
                    for k in range(config.diversity_seeds)]
         values.append(diversity(samples))
     return float(np.mean(values)) if values else 0.0

@@ -7,9 +7,8 @@ writes into ``out_dir``: ``last.safetensors`` (+ ``last.state.pt``: optimiser an
 and ``log.jsonl`` (one JSON object per log/validation line). Same seed, same data, same numbers:
 all randomness comes from one numpy Generator and one torch Generator seeded from ``seed``.
 
-The dataset needs ``basis`` (template, basis, names, masks) and ``utterances(split)`` (objects with
-``talker``, ``audio`` (16 kHz float32), ``vertices`` (T, V, 3), ``weights`` (T, K) or None). Windows
-are cut here (not by the dataset) because the audio encoder needs its exact context around them.
+The dataset is a ``models.data.dataset.TalkingFaceDataset`` (our corpus, a VOCASET/BIWI folder, or
+``models.data.toy.toy_dataset``); ``models.data.windows`` turns it into clips and training windows.
 """
 
 from __future__ import annotations
@@ -25,9 +24,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.data.augment import AugmentConfig, augment
-from models.net.features import FeatureConfig, frame_features
-from models.net.talker import Basis, ModelSize, Talker, TalkerConfig, TrainBatch
+from models.data.augment import AugmentConfig
+from models.data.dataset import TalkingFaceDataset
+from models.data.windows import Clip, WindowSampler, coeff_stats, load_clips
+from models.net.talker import ModelSize, Talker, TalkerConfig
 from models.training.metrics import evaluate
 
 log = logging.getLogger(__name__)
@@ -73,89 +73,6 @@ class TrainConfig:
         raise ValueError(f"unknown preset {name!r}: use 'tiny', 'default' or 'full'")
 
 
-# ----------------------------------------------------------------------------- data
-
-@dataclass
-class Clip:
-    """One utterance ready for training: audio, coefficient target, bank index."""
-
-    id: str
-    audio: np.ndarray  # (N,) float32 16 kHz
-    coeffs: np.ndarray  # (T, K) float32
-    vertices: np.ndarray | None  # (T, V, 3) ground truth, for metrics
-    talker: str
-    index: int  # bank index, -1 for talkers outside the bank
-
-
-def load_clips(dataset: Any, split: str, identities: tuple[str, ...] | None = None) -> list[Clip]:
-    """Utterances of a split with coefficient targets (weights, or the basis encoding)."""
-    clips = []
-    for u in dataset.utterances(split):
-        w = u.weights if u.weights is not None else dataset.basis.encode(u.vertices)
-        idx = identities.index(u.talker) if identities and u.talker in identities else -1
-        clips.append(Clip(str(u.id), np.asarray(u.audio, np.float32), np.asarray(w, np.float32),
-                          None if u.vertices is None else np.asarray(u.vertices, np.float32),
-                          str(u.talker), idx))
-    return clips
-
-
-def coeff_stats(clips: list[Clip]) -> tuple[np.ndarray, np.ndarray]:
-    """Per-coefficient mean and std over all training frames; std floored so that unused
-    coefficients (std 0) are not blown up into unit-variance noise targets."""
-    c = np.concatenate([x.coeffs for x in clips]).astype(np.float64)
-    std = c.std(0)
-    std = np.maximum(std, max(1e-2 * std.max(), 1e-6))
-    return c.mean(0).astype(np.float32), std.astype(np.float32)
-
-
-CROP_MARGIN_FRAMES = 30  # spare context in an augmentation crop (1 s at 30 fps)
-
-
-class WindowSampler:
-    """Random training windows with the audio context the encoder needs around them."""
-
-    def __init__(self, clips: list[Clip], window_frames: int, features: FeatureConfig,
-                 receptive_field: tuple[int, int], p_start: float = 0.25,
-                 augment_config: AugmentConfig | None = None):
-        self.clips = [c for c in clips if c.index >= 0]
-        if not self.clips:
-            raise ValueError("no training utterances with a known talker")
-        self.W, self.features, self.rf = window_frames, features, receptive_field
-        self.p_start, self.augment = p_start, augment_config
-
-    def window(self, clip: Clip, rng: np.random.Generator) -> tuple[torch.Tensor, np.ndarray,
-                                                                     np.ndarray]:
-        audio, coeffs = clip.audio, clip.coeffs
-        (left, right), at_start = self.rf, rng.random() < self.p_start
-        if self.augment is not None:
-            # Augment only a crop around the window (with 1 s to spare for speed and inserted
-            # pauses): augmenting whole utterances cost more than the training step itself.
-            span = left + self.W + right + CROP_MARGIN_FRAMES
-            c0 = 0 if at_start else int(rng.integers(0, max(1, len(coeffs) - span + 1)))
-            sr, fps = self.features.sample_rate_hz, self.features.fps
-            s0, s1 = c0 * sr // fps, (c0 + span) * sr // fps
-            audio, coeffs = augment(audio[s0:s1], coeffs[c0:c0 + span], rng, self.augment)
-            lo = 0 if c0 == 0 else left  # a crop's left context must lie inside the crop
-        else:
-            lo = 0
-        T = len(coeffs)
-        start = 0 if at_start else int(rng.integers(lo, max(lo + 1, T - self.W + 1)))
-        feats = frame_features(audio, start - left, left + self.W + right, self.features)
-        target = np.zeros((self.W, coeffs.shape[1]), np.float32)
-        n = min(self.W, T - start)
-        target[:n] = coeffs[start:start + n]
-        mask = np.arange(self.W) < n
-        return feats, target, mask
-
-    def batch(self, batch_size: int, rng: np.random.Generator) -> TrainBatch:
-        picks = [self.clips[i] for i in rng.integers(0, len(self.clips), batch_size)]
-        parts = [self.window(c, rng) for c in picks]
-        return TrainBatch(features=torch.stack([p[0] for p in parts]),
-                          coeffs=torch.from_numpy(np.stack([p[1] for p in parts])),
-                          talker=torch.tensor([c.index for c in picks]),
-                          mask=torch.from_numpy(np.stack([p[2] for p in parts])))
-
-
 # ----------------------------------------------------------------------------- validation
 
 def evaluate_talker(talker: Talker, clips: list[Clip], steps: int | None = None, seed: int = 0,
@@ -164,7 +81,7 @@ def evaluate_talker(talker: Talker, clips: list[Clip], steps: int | None = None,
     """LVE/FDD/MVE of ``talker.generate`` on clips. identity: "own" (each clip's talker; unknown
     talkers get the mean), "wrong" (the next training talker in bank order), "mean"/None, or a
     name used for every clip."""
-    preds, gts = [], []
+    preds, gts, templates = [], [], []
     names = talker.identities
     for clip in clips[:max_clips]:
         known = clip.talker in names
@@ -176,11 +93,11 @@ def evaluate_talker(talker: Talker, clips: list[Clip], steps: int | None = None,
             ident = None if identity == "mean" else identity
         c = talker.generate(clip.audio, ident, steps=steps, seed=seed, sampler=sampler)
         n = min(len(c), len(clip.coeffs))
-        gt = clip.vertices if clip.vertices is not None else talker.rig_vertices(clip.coeffs)
-        preds.append(talker.rig_vertices(c[:n]))
-        gts.append(gt[:n])
-    b = talker.basis
-    return evaluate(preds, gts, b.template, b.masks, mask_source="checkpoint")
+        # The motion goes on the clip's own subject: metrics compare faces, not templates.
+        preds.append(talker.basis.decode(c[:n], clip.template))
+        gts.append(clip.vertices[:n])
+        templates.append(clip.template)
+    return evaluate(preds, gts, templates, talker.basis.masks, mask_source="checkpoint")
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -191,6 +108,14 @@ def lr_at(step: int, config: TrainConfig) -> float:
         return config.lr * (step + 1) / config.warmup_steps
     p = (step - config.warmup_steps) / max(1, config.n_steps - config.warmup_steps)
     return config.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(p, 1.0))))
+
+
+def _subjects(dataset: TalkingFaceDataset, identities: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Templates of the training talkers whose neutral face is not the basis's own (vertex
+    datasets): the checkpoint keeps them, so generation can put the motion on them."""
+    own = dataset.basis.template
+    return {name: t for name, t in dataset.templates().items()
+            if name in identities and not np.array_equal(t, own)}
 
 
 def _identities(dataset: Any, clips: list[Clip]) -> tuple[str, ...]:
@@ -210,7 +135,7 @@ def train(dataset: Any, config: TrainConfig, out_dir: str | Path, seed: int = 0,
     out.mkdir(parents=True, exist_ok=True)
     rng, gen = np.random.default_rng(seed), torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    basis = Basis.from_any(dataset.basis)
+    basis = dataset.basis
     raw = load_clips(dataset, config.train_split)
     identities = _identities(dataset, raw)
     clips = load_clips(dataset, config.train_split, identities)
@@ -218,7 +143,7 @@ def train(dataset: Any, config: TrainConfig, out_dir: str | Path, seed: int = 0,
     mean, std = coeff_stats(clips)
     cfg = TalkerConfig.build(config.model, basis.names, identities,
                              sampler_steps=config.sampler_steps, objective=config.objective)
-    model = Talker(cfg, basis, mean, std)
+    model = Talker(cfg, basis, mean, std, subjects=_subjects(dataset, identities))
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     step, best = 0, math.inf
     if resume and (out / "last.safetensors").exists():
@@ -298,72 +223,4 @@ def _resume(model: Talker, opt: torch.optim.Optimizer, rng: np.random.Generator,
     return int(state["step"]), float(state["best"])
 
 
-# ----------------------------------------------------------------------------- a toy corpus
-
-@dataclass
-class ToyUtterance:
-    id: str
-    talker: str
-    split: str
-    audio: np.ndarray
-    vertices: np.ndarray
-    weights: np.ndarray
-    fps: int = 30
-
-
-class ToyDataset:
-    """A tiny synthetic corpus with the dataset API, for tests and smoke runs: tone bursts whose
-    loudness envelope drives the first coefficient ("jaw"), scaled by a per-talker gain, plus a
-    per-talker constant on the second ("smile"); the others stay near zero."""
-
-    def __init__(self, n_talkers: int = 2, n_utterances: int = 4, seconds: float = 1.5,
-                 n_coeffs: int = 5, n_vertices: int = 24, seed: int = 0):
-        rng = np.random.default_rng(seed)
-        self.talkers = [f"toy{i}" for i in range(n_talkers)]
-        V = n_vertices
-        masks = {"lip": np.arange(V) < V // 4, "upper_face": np.arange(V) >= V // 2}
-        self.basis = _ToyBasis(rng.normal(size=(V, 3)).astype(np.float32),
-                               (rng.normal(size=(n_coeffs, V, 3)) * 0.01).astype(np.float32),
-                               tuple(f"c{i}" for i in range(n_coeffs)), masks)
-        self._utts = []
-        for ti, name in enumerate(self.talkers):
-            for j in range(n_utterances):
-                split = "val" if j == n_utterances - 1 else "train"
-                self._utts.append(self._utterance(rng, name, ti, j, split, seconds, n_coeffs))
-
-    def _utterance(self, rng, name, ti, j, split, seconds, K) -> ToyUtterance:
-        n = int(seconds * 16000)
-        T = -(-n * 30 // 16000)
-        env_frames = np.clip(np.convolve(rng.random(T) > 0.6, np.ones(4) / 4, "same"), 0, 1)
-        env = np.interp(np.arange(n) / 16000 * 30, np.arange(T), env_frames)
-        tone = np.sin(2 * np.pi * (150 + 60 * ti) * np.arange(n) / 16000)
-        audio = (0.3 * env * tone + 0.003 * rng.standard_normal(n)).astype(np.float32)
-        w = np.zeros((T, K), np.float32)
-        w[:, 0] = (0.5 + 0.5 * ti) * env_frames
-        w[:, 1] = 0.2 * ti
-        verts = self.basis.decode(w)
-        return ToyUtterance(f"{name}_{j}", name, split, audio, verts, w)
-
-    def utterances(self, split: str) -> list[ToyUtterance]:
-        return [u for u in self._utts if u.split == split]
-
-
-@dataclass(frozen=True)
-class _ToyBasis:
-    template: np.ndarray
-    basis: np.ndarray
-    names: tuple[str, ...]
-    masks: dict[str, np.ndarray]
-
-    def decode(self, w: np.ndarray) -> np.ndarray:
-        K, V, _ = self.basis.shape
-        return (w @ self.basis.reshape(K, -1)).reshape(*w.shape[:-1], V, 3) + self.template
-
-    def encode(self, vertices: np.ndarray) -> np.ndarray:
-        K, V, _ = self.basis.shape
-        flat = (vertices - self.template).reshape(len(vertices), -1)
-        return np.linalg.lstsq(self.basis.reshape(K, -1).T, flat.T, rcond=None)[0].T
-
-
-__all__ = ["TrainConfig", "train", "WindowSampler", "load_clips", "coeff_stats",
-           "evaluate_talker", "ToyDataset"]
+__all__ = ["TrainConfig", "evaluate_talker", "lr_at", "train"]

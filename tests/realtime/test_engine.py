@@ -17,7 +17,7 @@ HOP = 3
 
 def job(stream_id: str, samples: np.ndarray, n_frames: int = HOP, identity: str = "alice",
         final: bool = False) -> HopJob:
-    return HopJob(stream_id=stream_id, samples_16k=samples.astype(np.float32),
+    return HopJob(stream_id=stream_id, samples=samples.astype(np.float32),
                   n_frames=n_frames, identity=IdentityMix(identity, identity,
                                                           np.ones(n_frames, np.float32)),
                   final=final)

@@ -19,7 +19,6 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from realtime import protocol as proto
 from realtime.audio import encode_pcm
 from realtime.client import ClientError, StreamOptions, StreamResult, open_session, stream_file
-from realtime.server import model_lookahead_s
 from realtime.session import SessionConfig
 from tests.realtime.conftest import Speech, ws_url
 
@@ -158,14 +157,14 @@ async def test_streaming_equals_offline_generate_with_the_session_seed(
                                StreamOptions(format="f32", realtime=realtime))
     # the first session of a server uses ServerConfig.seed + 1 (documented on ServerConfig)
     coeffs = tiny_model.generate(speech.audio16, identity="alice", seed=41)
-    offline = tiny_model.rig_vertices(coeffs)
+    offline = tiny_model.vertices(coeffs)
     streamed = np.stack(result.vertices)
     assert streamed.shape == offline.shape == (expected_frames(speech.audio16.size, 16000),
                                                offline.shape[1], 3)
     np.testing.assert_allclose(streamed, offline, atol=PARITY_ATOL_M, rtol=0)
     template = np.asarray(tiny_model.basis.template, np.float32).reshape(-1, 3)
     assert np.abs(offline - template).max() > 100 * PARITY_ATOL_M  # the check is not vacuous
-    other = tiny_model.rig_vertices(tiny_model.generate(speech.audio16, identity="alice", seed=42))
+    other = tiny_model.vertices(tiny_model.generate(speech.audio16, identity="alice", seed=42))
     assert np.abs(other - streamed).max() > 10 * PARITY_ATOL_M  # and the seed matters
 
 
@@ -295,8 +294,8 @@ async def test_a_client_vanishing_mid_stream_leaves_the_server_healthy(make_serv
 
 async def test_a_client_that_never_reads_stays_bounded(make_server, speech, tiny_model):
     max_pending = 30
-    server = await make_server(session=SessionConfig(
-        lookahead_s=model_lookahead_s(tiny_model), max_pending_frames=max_pending))
+    server = await make_server(session=SessionConfig.for_model(
+        tiny_model.contract, max_pending_frames=max_pending))
     url = ws_url(server)
     session = asyncio.create_task(healthy(url, speech))
     # max_queue=1: the client library stops reading its socket after one unread message

@@ -16,6 +16,12 @@ SR = 16000
 K = 2  # coefficient count of the fake model
 
 
+def config(**policy) -> SessionConfig:
+    """A session config as a 16 kHz / 30 fps model's contract dictates, plus ``policy``."""
+    fields = {"fps": 30, "sample_rate_hz": SR, "lookahead_s": 0.1, "identity_pick_s": 3.0}
+    return SessionConfig(**{**fields, **policy})
+
+
 def s_of(k: int, fps: int = 30) -> int:
     return k * SR // fps
 
@@ -60,7 +66,7 @@ def noise(seconds: float, seed: int = 0) -> np.ndarray:
 
 @pytest.mark.parametrize("seconds", [0.0, 0.05, 0.37, 1.0, 2.5, 3.01])
 def test_frame_count_seq_and_t(seconds: float) -> None:
-    session = Session()
+    session = Session(config(), "a")
     frames = stream(noise(seconds), 320, session)
     assert len(frames) == math.ceil(round(seconds * SR) * 30 / SR)
     assert abs(len(frames) - round(seconds * 30)) <= 3
@@ -71,7 +77,7 @@ def test_frame_count_seq_and_t(seconds: float) -> None:
 
 
 def test_hop_ready_exactly_when_lookahead_arrived() -> None:
-    session = Session(SessionConfig(lookahead_s=0.1))
+    session = Session(config(lookahead_s=0.1), "a")
     need0 = s_of(2) + 1600 + 1  # last frame's sample + look-ahead, inclusive
     session.feed_audio(np.zeros(need0 - 1, np.float32), 0.0)
     assert session.ready_hops(0.0) == []
@@ -90,7 +96,7 @@ def test_hop_ready_exactly_when_lookahead_arrived() -> None:
 
 
 def test_end_pads_last_partial_hop() -> None:
-    session = Session()
+    session = Session(config(), "a")
     log: list[HopRequest] = []
     stream(noise(0.25), 4000, session, log=log)  # 4000 samples -> ceil(7.5) = 8 frames
     last = log[-1]
@@ -103,7 +109,7 @@ def test_end_pads_last_partial_hop() -> None:
 
 
 def test_end_without_audio_finishes_at_once() -> None:
-    session = Session()
+    session = Session(config(), "a")
     session.end(0.0)
     assert session.ready_hops(0.0) == [] and session.finished
     with pytest.raises(ValueError):
@@ -116,7 +122,7 @@ def test_chunk_invariance_of_hop_samples(lookahead_s: float) -> None:
     results = []
     for chunk in (160, 16000, 777):
         log: list[HopRequest] = []
-        session = Session(SessionConfig(lookahead_s=lookahead_s, stale_window_s=math.inf))
+        session = Session(config(lookahead_s=lookahead_s, stale_window_s=math.inf), "a")
         stream(audio, chunk, session, log=log)
         results.append(log)
     ref = results[0]
@@ -140,7 +146,7 @@ def test_chunk_invariance_of_hop_samples(lookahead_s: float) -> None:
 
 def test_latency_exact_for_scripted_arrivals() -> None:
     """Audio arrives in 100 ms chunks at the end of each chunk; frames are sent 5 ms later."""
-    session = Session(SessionConfig(lookahead_s=0.1))
+    session = Session(config(lookahead_s=0.1), "a")
     frames: list[tuple[OutFrame, float]] = []
     for i in range(20):
         arrive = 0.1 * (i + 1)
@@ -166,8 +172,8 @@ def test_latency_exact_for_scripted_arrivals() -> None:
 
 
 def test_queue_bounded_for_a_client_that_never_reads() -> None:
-    config = SessionConfig(max_pending_frames=10)
-    session = Session(config)
+    cfg = config(max_pending_frames=10)
+    session = Session(cfg, "a")
     generated = 0
     for i in range(50):  # 5 s in 100 ms chunks
         now = 0.1 * (i + 1)
@@ -185,8 +191,8 @@ def test_queue_bounded_for_a_client_that_never_reads() -> None:
 
 
 def test_stalled_worker_skips_stale_hops_with_bounded_audio() -> None:
-    config = SessionConfig(stale_window_s=0.5)
-    session = Session(config)
+    cfg = config(stale_window_s=0.5)
+    session = Session(cfg, "a")
     first: HopRequest | None = None
     for i in range(100):  # 10 s in real time, worker stuck on the first request
         now = 0.1 * (i + 1)
@@ -213,7 +219,7 @@ def test_stalled_worker_skips_stale_hops_with_bounded_audio() -> None:
 
 
 def test_no_skipping_when_disabled() -> None:
-    session = Session(SessionConfig(stale_window_s=math.inf))
+    session = Session(config(stale_window_s=math.inf), "a")
     session.feed_audio(noise(3.0), 0.0)
     frames = pump(session, 100.0)
     assert [f.seq for f in frames] == list(range(len(frames))) and session.skipped_hops == 0
@@ -222,7 +228,7 @@ def test_no_skipping_when_disabled() -> None:
 def test_fast_sender_is_served_at_real_time_pace_not_skipped() -> None:
     # A whole 5 s file arrives at t=0; the worker then needs 0.09 s per 0.1 s hop (just faster
     # than real time). Every hop is due at first arrival + t_k, never more than 1 s overdue.
-    session = Session(SessionConfig(stale_window_s=1.0))
+    session = Session(config(stale_window_s=1.0), "a")
     for i in range(0, 5 * SR, SR // 2):
         session.feed_audio(noise(0.5, seed=i), 0.0)
     session.end(0.0)
@@ -236,7 +242,7 @@ def test_fast_sender_is_served_at_real_time_pace_not_skipped() -> None:
 
 
 def test_fast_sender_on_a_stalled_worker_still_skips() -> None:
-    session = Session(SessionConfig(stale_window_s=1.0))
+    session = Session(config(stale_window_s=1.0), "a")
     session.feed_audio(noise(1.0), 0.0)
     session.feed_audio(noise(1.0, seed=1), 0.0)
     (first,) = session.ready_hops(0.0)
@@ -249,8 +255,8 @@ def test_fast_sender_on_a_stalled_worker_still_skips() -> None:
 
 
 def test_interrupt_drops_pending_audio_and_eases_to_zero() -> None:
-    config = SessionConfig(interrupt_ease_frames=6, stale_window_s=math.inf)
-    session = Session(config)
+    cfg = config(interrupt_ease_frames=6, stale_window_s=math.inf)
+    session = Session(cfg, "a")
     log: list[HopRequest] = []
     session.feed_audio(noise(1.0), 1.0)
     before = pump(session, 1.0, log)
@@ -278,8 +284,8 @@ def test_interrupt_drops_pending_audio_and_eases_to_zero() -> None:
 
 
 def test_interrupt_eases_in_flight_hop_then_synthesises() -> None:
-    config = SessionConfig(interrupt_ease_frames=4, lookahead_s=0.0)
-    session = Session(config)
+    cfg = config(interrupt_ease_frames=4, lookahead_s=0.0)
+    session = Session(cfg, "a")
     session.feed_audio(np.zeros(2000, np.float32), 0.0)
     (req,) = session.ready_hops(0.0)
     session.interrupt(0.01)
@@ -294,7 +300,7 @@ def test_interrupt_eases_in_flight_hop_then_synthesises() -> None:
 
 
 def test_interrupt_before_any_frame_is_harmless() -> None:
-    session = Session()
+    session = Session(config(), "a")
     session.feed_audio(noise(0.5), 0.0)
     session.interrupt(0.0)
     session.end(0.0)
@@ -306,7 +312,7 @@ def test_interrupt_before_any_frame_is_harmless() -> None:
 
 
 def test_identity_blend_ramps_over_configured_frames() -> None:
-    session = Session(SessionConfig(identity_blend_frames=6, stale_window_s=math.inf), "a")
+    session = Session(config(identity_blend_frames=6, stale_window_s=math.inf), "a")
     log: list[HopRequest] = []
     session.feed_audio(noise(0.5), 0.0)
     pump(session, 0.0, log)
@@ -326,7 +332,7 @@ def test_identity_blend_ramps_over_configured_frames() -> None:
 
 
 def test_identity_switch_mid_blend_starts_from_dominant() -> None:
-    session = Session(SessionConfig(identity_blend_frames=30, lookahead_s=0.0), "a")
+    session = Session(config(identity_blend_frames=30, lookahead_s=0.0), "a")
     session.set_identity("b", 0.0)
     session.feed_audio(np.zeros(SR, np.float32), 0.0)
     log: list[HopRequest] = []
@@ -343,7 +349,7 @@ def test_identity_switch_mid_blend_starts_from_dominant() -> None:
 
 
 def test_complete_hop_checks() -> None:
-    session = Session()
+    session = Session(config(), "a")
     session.feed_audio(np.zeros(SR, np.float32), 0.0)
     (req,) = session.ready_hops(0.0)
     with pytest.raises(ValueError, match="shape"):
@@ -354,7 +360,7 @@ def test_complete_hop_checks() -> None:
     with pytest.raises(ValueError, match="unknown"):
         session.complete_hop(req.request_id, np.zeros((3, K)), 0.0)
     with pytest.raises(ValueError):
-        SessionConfig(hop_frames=0)
+        config(hop_frames=0)
 
 
 # ------------------------------------------------------------------ properties
@@ -369,7 +375,7 @@ def test_complete_hop_checks() -> None:
 def test_any_chunking_and_schedule_gives_every_frame_once(
     chunks: list[int], pumps: list[bool], in_flight: int
 ) -> None:
-    session = Session(SessionConfig(stale_window_s=math.inf, max_in_flight_hops=in_flight))
+    session = Session(config(stale_window_s=math.inf, max_in_flight_hops=in_flight), "a")
     frames: list[OutFrame] = []
     pending: list[HopRequest] = []
     for i, n in enumerate(chunks):
@@ -386,3 +392,75 @@ def test_any_chunking_and_schedule_gives_every_frame_once(
     frames += pump(session, 99.0)
     assert [f.seq for f in frames] == list(range(math.ceil(sum(chunks) * 30 / SR)))
     assert session.finished and session.arrival_log_len == 0 and session.buffered_samples == 0
+
+
+# ---- policy moved into the core: identity "auto", the input resampler, end-of-stream flush
+
+
+def test_auto_identity_collects_the_pick_seconds_once_then_blends_to_the_pick() -> None:
+    session = Session(config(identity_pick_s=0.5, identity_blend_frames=3), "auto")
+    assert session.auto_identity_pending and session.identity == "mean"
+    session.feed_audio(np.full(SR // 4, 0.1, np.float32), now=0.0)
+    assert session.identity_pick_audio() is None  # 0.25 s heard, 0.5 s needed
+    session.feed_audio(np.full(SR, 0.2, np.float32), now=0.25)
+    audio = session.identity_pick_audio()
+    assert audio is not None and audio.size == SR // 2  # exactly the pick seconds, no more
+    assert audio[0] == pytest.approx(0.1) and audio[-1] == pytest.approx(0.2)
+    assert session.identity_pick_audio() is None  # handed over once
+    session.identity_picked("bob", now=0.3)
+    assert not session.auto_identity_pending and session.identity == "bob"
+    reqs = session.ready_hops(0.3)
+    assert reqs[0].identity[0].from_identity == "mean"
+    assert reqs[0].identity[-1].to_identity == "bob"
+    assert [b.alpha for b in reqs[0].identity] == pytest.approx([1 / 3, 2 / 3, 1.0])
+
+
+def test_an_explicit_identity_overtakes_a_pick_in_flight() -> None:
+    session = Session(config(identity_pick_s=0.1), "auto")
+    session.feed_audio(np.zeros(SR // 5, np.float32), now=0.0)
+    assert session.identity_pick_audio() is not None
+    session.set_identity("carol", now=0.1)
+    session.identity_picked("bob", now=0.2)  # arrives late: ignored
+    assert session.identity == "carol" and not session.auto_identity_pending
+
+
+def test_interrupt_restarts_the_pick_from_what_is_said_next() -> None:
+    session = Session(config(identity_pick_s=0.5), "auto")
+    session.feed_audio(np.full(SR // 4, 0.5, np.float32), now=0.0)
+    session.interrupt(now=0.25)
+    session.feed_audio(np.full(SR // 2, -0.5, np.float32), now=0.3)
+    audio = session.identity_pick_audio()
+    assert audio is not None and audio.size == SR // 2 and (audio == -0.5).all()
+
+
+def test_a_failed_pick_keeps_the_mean_identity() -> None:
+    session = Session(config(identity_pick_s=0.1), "auto")
+    session.feed_audio(np.zeros(SR // 5, np.float32), now=0.0)
+    assert session.identity_pick_audio() is not None
+    session.identity_picked(None, now=0.1)
+    assert session.identity == "mean" and not session.auto_identity_pending
+
+
+def test_input_at_another_rate_is_resampled_and_end_flushes_the_tail() -> None:
+    session = Session(config(stale_window_s=math.inf), "a")
+    n_in = 48000 + 7  # 1 s and a bit at 48 kHz, in uneven chunks
+    x = np.sin(np.arange(n_in) * 2 * np.pi * 440 / 48000).astype(np.float32)
+    for a, b in [(0, 1000), (1000, 1001), (1001, 30000), (30000, n_in)]:
+        session.feed_audio(x[a:b], now=b / 48000, rate_hz=48000)
+    session.end(now=1.1)
+    assert session.stats(1.1)["audio_received_s"] == pytest.approx(math.ceil(n_in / 3) / SR)
+    frames = []
+    while not session.finished:
+        frames += pump(session, now=2.0)
+    assert [f.seq for f in frames] == list(range(math.ceil(math.ceil(n_in / 3) * 30 / SR)))
+
+
+def test_for_model_takes_rates_lookahead_and_pick_seconds_from_the_contract() -> None:
+    from types import SimpleNamespace
+
+    contract = SimpleNamespace(fps=25, sample_rate_hz=22050, lookahead_s=0.08,
+                               identity_pick_s=2.0)
+    cfg = SessionConfig.for_model(contract, hop_frames=1)  # type: ignore[arg-type]
+    assert (cfg.fps, cfg.sample_rate_hz, cfg.lookahead_s, cfg.identity_pick_s,
+            cfg.hop_frames) == (25, 22050, 0.08, 2.0, 1)
+    assert cfg.lookahead_samples == round(0.08 * 22050)

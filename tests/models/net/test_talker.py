@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from models.errors import ModelError
-from models.net.talker import Basis, ModelSize, Talker, TalkerConfig
+from models.face.basis import MotionBasis
+from models.net.talker import ModelSize, Talker, TalkerConfig
 
 torch.set_num_threads(1)
 K, V = 5, 24
@@ -13,12 +14,13 @@ TINY = ModelSize(audio_dim=16, dilations=(1, 2), lookahead_frames=3, hidden=16, 
                  identity_dim=8, joint_dim=8, time_dim=8, dropout=0.1)
 
 
-def tiny_basis(seed=0) -> Basis:
+def tiny_basis(seed=0) -> MotionBasis:
     rng = np.random.default_rng(seed)
     masks = {"lip": np.arange(V) < 6, "upper_face": np.arange(V) >= 12}
-    return Basis(rng.normal(size=(V, 3)).astype(np.float32),
-                 (rng.normal(size=(K, V, 3)) * 0.01).astype(np.float32),
-                 tuple(f"c{i}" for i in range(K)), masks)
+    faces = np.array([[i, (i + 1) % V, (i + 2) % V] for i in range(V)], np.int32)
+    return MotionBasis(rng.normal(size=(V, 3)).astype(np.float32),
+                       (rng.normal(size=(K, V, 3)) * 0.01).astype(np.float32),
+                       tuple(f"c{i}" for i in range(K)), faces, masks)
 
 
 def tiny_talker(sampler="ddim", steps=4, seed=0) -> Talker:
@@ -62,7 +64,7 @@ def test_generate_shape_and_determinism():
     np.testing.assert_array_equal(c, talker.generate(audio, "ann", seed=1))
     assert not np.allclose(c, talker.generate(audio, "ann", seed=2))
     assert not np.allclose(c, talker.generate(audio, "bob", seed=1))
-    assert talker.rig_vertices(c).shape == (len(c), V, 3)
+    assert talker.vertices(c).shape == (len(c), V, 3)
 
 
 @pytest.mark.parametrize("sampler", ["ddim", "ddpm"])
@@ -134,8 +136,8 @@ def test_checkpoint_round_trip(tmp_path):
     np.testing.assert_array_equal(loaded.basis.masks["lip"], talker.basis.masks["lip"])
     np.testing.assert_array_equal(loaded.generate(audio, "cy", seed=4),
                                   talker.generate(audio, "cy", seed=4))
-    np.testing.assert_allclose(loaded.rig_vertices(np.ones((2, K))),
-                               talker.rig_vertices(np.ones((2, K))))
+    np.testing.assert_allclose(loaded.vertices(np.ones((2, K))),
+                               talker.vertices(np.ones((2, K))))
 
 
 def test_identity_choices():

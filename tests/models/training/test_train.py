@@ -6,11 +6,13 @@ import numpy as np
 import pytest
 import torch
 
+from models.data.toy import toy_dataset
+from models.data.windows import WindowSampler, load_clips
 from models.errors import ModelError
 from models.net.features import FeatureConfig
 from models.net.talker import Talker
 from models.training.distill import DistillConfig, distill, distill_loss, with_steps
-from models.training.train import ToyDataset, TrainConfig, WindowSampler, load_clips, train
+from models.training.train import TrainConfig, train
 
 torch.set_num_threads(1)
 
@@ -20,7 +22,7 @@ def _losses(out):
 
 
 def test_tiny_training_lowers_the_loss_and_writes_checkpoints(tmp_path):
-    data = ToyDataset(n_talkers=2, n_utterances=3, seconds=1.5)
+    data = toy_dataset(n_talkers=2, n_utterances=3, seconds=1.5)
     path = train(data, TrainConfig.preset("tiny"), tmp_path, seed=0, progress=False)
     losses = _losses(tmp_path)
     assert len(losses) == 6 and losses[-1] < 0.7 * losses[0]
@@ -35,7 +37,7 @@ def test_tiny_training_lowers_the_loss_and_writes_checkpoints(tmp_path):
 
 
 def test_training_is_reproducible_and_resumes(tmp_path):
-    data = ToyDataset(n_talkers=2, n_utterances=2, seconds=1.0)
+    data = toy_dataset(n_talkers=2, n_utterances=2, seconds=1.0)
     cfg = TrainConfig.preset("tiny")
     short = cfg.__class__(**{**cfg.__dict__, "n_steps": 20, "val_every": 1000})
     train(data, short, tmp_path / "a", seed=3, progress=False)
@@ -49,7 +51,7 @@ def test_training_is_reproducible_and_resumes(tmp_path):
 
 
 def test_window_sampler_context_and_mask():
-    data = ToyDataset(n_talkers=1, n_utterances=2, seconds=0.5)
+    data = toy_dataset(n_talkers=1, n_utterances=2, seconds=0.5)
     clips = load_clips(data, "train", ("toy0",))
     s = WindowSampler(clips, 24, FeatureConfig(),
                       (3, 3), p_start=1.0)
@@ -59,7 +61,7 @@ def test_window_sampler_context_and_mask():
 
 
 def test_distillation_halves_to_the_target_steps(tmp_path):
-    data = ToyDataset(n_talkers=2, n_utterances=2, seconds=1.0)
+    data = toy_dataset(n_talkers=2, n_utterances=2, seconds=1.0)
     teacher = train(data, TrainConfig.preset("tiny").__class__(
         **{**TrainConfig.preset("tiny").__dict__, "n_steps": 10, "val_every": 1000}),
         tmp_path / "teacher", progress=False)
@@ -76,7 +78,7 @@ def test_distillation_halves_to_the_target_steps(tmp_path):
 def test_regression_baseline_is_one_deterministic_step(tmp_path):
     """The results table's baseline: same network, no diffusion. It trains, lowers its loss,
     and generates the same motion whatever seed, sampler or step count is asked for."""
-    data = ToyDataset(n_talkers=2, n_utterances=3, seconds=1.5)
+    data = toy_dataset(n_talkers=2, n_utterances=3, seconds=1.5)
     cfg = TrainConfig.preset("tiny").__class__(**{**TrainConfig.preset("tiny").__dict__,
                                                   "objective": "regression"})
     path = train(data, cfg, tmp_path, seed=0, progress=False)
@@ -95,7 +97,7 @@ def test_regression_baseline_is_one_deterministic_step(tmp_path):
 
 def test_anchored_distillation_adds_the_data_term(tmp_path):
     """gt_weight w: loss = teacher-target loss + w * the same losses against the real motion."""
-    data = ToyDataset(n_talkers=2, n_utterances=2, seconds=1.0)
+    data = toy_dataset(n_talkers=2, n_utterances=2, seconds=1.0)
     teacher = Talker.from_checkpoint(train(data, TrainConfig.preset("tiny").__class__(
         **{**TrainConfig.preset("tiny").__dict__, "n_steps": 10, "val_every": 1000}),
         tmp_path / "teacher", progress=False))
