@@ -174,20 +174,27 @@ def _cmd_animate(args: argparse.Namespace) -> int:
 
     audio, rate = read_wav(Path(args.input))  # bad input fails before the model loads
     model = load_model(args.checkpoint)
-    audio16 = resample(audio, rate, 16000) if rate != 16000 else audio
+    contract = model.contract
+    if args.subject is not None and args.subject not in model.subjects:
+        known = ", ".join(sorted(model.subjects)) or "none (this model has one template)"
+        raise ConfigError(f"--subject {args.subject}: not a subject of this model; known: {known}")
+    sr = contract.sample_rate_hz
+    audio = resample(audio, rate, sr) if rate != sr else audio
     identity = args.identity
     if identity == "auto":
-        index, _ = model.pick_identity(audio16[: 16000 * 3])
+        index, _ = model.pick_identity(audio[: round(contract.identity_pick_s * sr)])
         identity = model.identities[int(index)]
         print(f"auto identity: {identity}")
-    coeffs = model.generate(audio16, identity, steps=args.steps, seed=args.seed)
-    vertices = model.vertices(coeffs)
+    coeffs = model.generate(audio, identity, steps=args.steps, seed=args.seed)
+    vertices = model.vertices(coeffs, subject=args.subject)
+    template = model.subjects[args.subject] if args.subject else contract.basis.template
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(out, coeffs=coeffs, vertices=vertices.astype(np.float32),
-                        names=np.asarray(model.basis.names), fps=np.float32(30),
-                        template=model.basis.template, identity=np.asarray(identity or "mean"))
-    print(f"{len(coeffs)} frames ({len(coeffs) / 30:.2f} s) written to {out}")
+                        names=np.asarray(contract.basis.names), fps=np.float32(contract.fps),
+                        template=template.astype(np.float32), faces=contract.basis.faces,
+                        identity=np.asarray(identity or "mean"))
+    print(f"{len(coeffs)} frames ({len(coeffs) / contract.fps:.2f} s) written to {out}")
     return 0
 
 
@@ -198,5 +205,8 @@ def _add_animate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", help="model (default: the shipped model)")
     p.add_argument("--identity", help="talking style name, or 'auto' (default: mean style)")
     p.add_argument("--steps", type=positive_int, help="sampling steps (default: the model's)")
+    p.add_argument("--subject",
+                   help="put the motion on this training subject's own face (models trained on "
+                        "VOCASET/BIWI-style data keep every subject's template)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_animate)

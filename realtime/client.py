@@ -22,7 +22,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
 from models.errors import UserError
-from realtime import protocol as proto
+from realtime import messages as wire
 from realtime.audio import encode_pcm
 from realtime.metrics import SendClock, percentile
 
@@ -53,7 +53,7 @@ class StreamOptions:
 
 @dataclass
 class StreamResult:
-    ready: proto.Ready | None = None
+    ready: wire.Ready | None = None
     seq: list[int] = field(default_factory=list)
     t: list[float] = field(default_factory=list)
     server_latency_ms: list[float] = field(default_factory=list)
@@ -61,9 +61,9 @@ class StreamResult:
     received_s: list[float] = field(default_factory=list)
     vertices: list[np.ndarray] = field(default_factory=list)
     weights: list[np.ndarray] = field(default_factory=list)
-    stats: list[proto.Stats] = field(default_factory=list)
+    stats: list[wire.Stats] = field(default_factory=list)
     end_frames: int | None = None
-    error: proto.Error | None = None
+    error: wire.Error | None = None
     close_code: int | None = None
     audio_s: float = 0.0
     wall_s: float = 0.0
@@ -118,7 +118,7 @@ class StreamResult:
 
 
 async def open_session(url: str, options: StreamOptions, sample_rate: int,
-                       audio: str = "ws") -> tuple[ClientConnection, proto.Ready]:
+                       audio: str = "ws") -> tuple[ClientConnection, wire.Ready]:
     """Connect, send hello, wait for ready; raise ClientError with the server's reason."""
     try:
         ws = await asyncio.wait_for(connect(url, max_size=None, compression=None),
@@ -136,11 +136,11 @@ async def open_session(url: str, options: StreamOptions, sample_rate: int,
                           f"{options.open_timeout_s:g} s") from exc
     except (OSError, InvalidHandshake, InvalidURI) as exc:
         raise ClientError(f"cannot connect to {url}: {exc}") from exc
-    hello = proto.Hello(sample_rate=sample_rate, encoding=options.encoding, audio=audio,
+    hello = wire.Hello(sample_rate=sample_rate, encoding=options.encoding, audio=audio,
                         identity=options.identity, format=options.format,
                         weights=options.weights, token=options.token)
     try:
-        await ws.send(proto.encode(hello))
+        await ws.send(wire.encode(hello))
         data = await ws.recv()
     except ConnectionClosed as exc:
         raise ClientError(f"server closed the connection: {exc}",
@@ -148,24 +148,24 @@ async def open_session(url: str, options: StreamOptions, sample_rate: int,
     if isinstance(data, str):
         await ws.close()
         raise ClientError("server sent a text message; protocol v1 is binary")
-    msg = proto.decode(data, direction="to_client")
-    if isinstance(msg, proto.Error):
+    msg = wire.decode(data, direction="to_client")
+    if isinstance(msg, wire.Error):
         code = ws.close_code
         with contextlib.suppress(Exception):
             await ws.wait_closed()
             code = ws.close_code
         raise ClientError(f"server refused the session: {msg.code}: {msg.message}",
                           code=msg.code, close_code=code)
-    if not isinstance(msg, proto.Ready):
+    if not isinstance(msg, wire.Ready):
         await ws.close()
         raise ClientError(f"expected 'ready' from the server, got {msg.type!r}")
     return ws, msg
 
 
-def _take(msg: proto.Message, result: StreamResult, clock: SendClock, options: StreamOptions,
+def _take(msg: wire.Message, result: StreamResult, clock: SendClock, options: StreamOptions,
           vertex_count: int) -> None:
     now = time.monotonic()
-    if isinstance(msg, proto.Frame):
+    if isinstance(msg, wire.Frame):
         result.seq.append(msg.seq)
         result.t.append(msg.t)
         result.server_latency_ms.append(msg.latency_ms)
@@ -179,11 +179,11 @@ def _take(msg: proto.Message, result: StreamResult, clock: SendClock, options: S
                 np.frombuffer(msg.vertices, dtype).astype(np.float32).reshape(vertex_count, 3))
         if msg.weights is not None:
             result.weights.append(np.frombuffer(msg.weights, "<f4").copy())
-    elif isinstance(msg, proto.Stats):
+    elif isinstance(msg, wire.Stats):
         result.stats.append(msg)
-    elif isinstance(msg, proto.ServerEnd):
+    elif isinstance(msg, wire.ServerEnd):
         result.end_frames = msg.frames
-    elif isinstance(msg, proto.Error):
+    elif isinstance(msg, wire.Error):
         result.error = msg
 
 
@@ -196,12 +196,12 @@ async def _receive_all(ws: ClientConnection, result: StreamResult, clock: SendCl
         async for data in ws:
             if isinstance(data, str):
                 raise ClientError("server sent a text message; protocol v1 is binary")
-            msg = proto.decode(data, direction="to_client")
-            if isinstance(msg, proto.Answer) and on_answer is not None:
+            msg = wire.decode(data, direction="to_client")
+            if isinstance(msg, wire.Answer) and on_answer is not None:
                 await on_answer(msg.sdp)
                 continue
             _take(msg, result, clock, options, vertex_count)
-            if on_frame is not None and isinstance(msg, proto.Frame):
+            if on_frame is not None and isinstance(msg, wire.Frame):
                 on_frame(result)
     except ConnectionClosed:
         pass
@@ -213,10 +213,10 @@ async def _send_chunks(ws: ClientConnection, chunks: AsyncIterator[np.ndarray], 
     sent = 0
     async for chunk in chunks:
         clock.record(sent / sample_rate, time.monotonic())
-        await ws.send(proto.encode(proto.Audio(data=encode_pcm(chunk, options.encoding))))
+        await ws.send(wire.encode(wire.Audio(data=encode_pcm(chunk, options.encoding))))
         sent += chunk.size
         result.audio_s = sent / sample_rate
-    await ws.send(proto.encode(proto.End()))
+    await ws.send(wire.encode(wire.End()))
 
 
 async def file_chunks(audio: np.ndarray, sample_rate: int, options: StreamOptions,
@@ -318,7 +318,7 @@ async def stream_file_webrtc(url: str, audio: np.ndarray, sample_rate: int,
 
     try:
         await pc.setLocalDescription(await pc.createOffer())
-        await ws.send(proto.encode(proto.Offer(sdp=pc.localDescription.sdp)))
+        await ws.send(wire.encode(wire.Offer(sdp=pc.localDescription.sdp)))
         await _receive_all(ws, result, track.clock, options, on_frame, on_answer)
     finally:
         if stopper is not None:

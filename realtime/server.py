@@ -28,7 +28,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from models.face.rig import ARKIT_NAMES
-from realtime import protocol as proto
+from realtime import messages as wire
 from realtime.engine import (
     EngineConfig,
     EngineError,
@@ -38,6 +38,7 @@ from realtime.engine import (
     StreamingModel,
 )
 from realtime.errors import CloseCode, ProtocolError
+from realtime.protocol import AudioReceived, Event, ServerProtocol, ServerProtocolConfig
 from realtime.session import (
     AUTO_IDENTITY,
     MEAN_IDENTITY,
@@ -79,12 +80,12 @@ class _Connection:
     """Per-connection state owned by the handler's tasks."""
 
     ws: ServerConnection
-    protocol: proto.ServerProtocol
+    protocol: ServerProtocol
     session_id: str
     seed: int = 0  # the engine stream's noise seed (ServerConfig.seed + n)
     session: Session | None = None
     webrtc: WebRtcIngest | None = None
-    hello: proto.Hello | None = None
+    hello: wire.Hello | None = None
     wake_pump: asyncio.Event = field(default_factory=asyncio.Event)
     wake_sender: asyncio.Event = field(default_factory=asyncio.Event)
     closing: asyncio.Event = field(default_factory=asyncio.Event)
@@ -210,8 +211,8 @@ class TalkerServer:
     async def _handle(self, ws: ServerConnection) -> None:
         conn = _Connection(
             ws=ws,
-            protocol=proto.ServerProtocol(
-                proto.ServerProtocolConfig(
+            protocol=ServerProtocol(
+                ServerProtocolConfig(
                     token=self.config.token,
                     max_message_bytes=self.config.max_message_bytes,
                     identities=tuple(self.contract.identities),
@@ -312,26 +313,26 @@ class TalkerServer:
             return False
         return True
 
-    async def _on_event(self, conn: _Connection, event: proto.Event) -> None:
+    async def _on_event(self, conn: _Connection, event: Event) -> None:
         now = time.monotonic()
-        if isinstance(event, proto.Hello):
+        if isinstance(event, wire.Hello):
             self._on_hello(conn, event)
             return
         session = conn.session
         assert session is not None
-        if isinstance(event, proto.AudioReceived):
+        if isinstance(event, AudioReceived):
             self._feed(conn, event.samples, event.sample_rate_hz)
-        elif isinstance(event, proto.Interrupt):
+        elif isinstance(event, wire.Interrupt):
             session.interrupt(now)
-        elif isinstance(event, proto.Identity):
+        elif isinstance(event, wire.Identity):
             session.set_identity(event.identity, now)
-        elif isinstance(event, proto.End):
+        elif isinstance(event, wire.End):
             self._end_audio(conn)
-        elif isinstance(event, proto.Offer):
+        elif isinstance(event, wire.Offer):
             await self._on_offer(conn, event)
         conn.wake_pump.set()
 
-    def _on_hello(self, conn: _Connection, hello: proto.Hello) -> None:
+    def _on_hello(self, conn: _Connection, hello: wire.Hello) -> None:
         conn.hello = hello
         self._sessions_started += 1
         conn.seed = self.config.seed + self._sessions_started
@@ -341,13 +342,13 @@ class TalkerServer:
         self.engine.open_stream(conn.session_id, conn.seed)
         template, faces, vertex_count, names = self._ready_msg_parts
         conn.protocol.send(
-            proto.Ready(
+            wire.Ready(
                 session=conn.session_id,
                 fps=self.session_config.fps,
                 identities=tuple(identities),
                 identity=AUTO_IDENTITY if conn.session.auto_identity_pending
                 else conn.session.identity,
-                mesh=proto.Mesh(vertex_count=vertex_count, template=template, faces=faces),
+                mesh=wire.Mesh(vertex_count=vertex_count, template=template, faces=faces),
                 blendshapes=names,
             )
         )
@@ -391,7 +392,7 @@ class TalkerServer:
         if conn.session is not None:
             conn.session.end(time.monotonic())
 
-    async def _on_offer(self, conn: _Connection, offer: proto.Offer) -> None:
+    async def _on_offer(self, conn: _Connection, offer: wire.Offer) -> None:
         def sink(samples: np.ndarray, rate: int) -> None:
             self._feed(conn, samples, rate)
 
@@ -406,7 +407,7 @@ class TalkerServer:
         except ProtocolError as exc:
             conn.protocol.fail(exc)
             return
-        conn.protocol.send(proto.Answer(sdp=answer))
+        conn.protocol.send(wire.Answer(sdp=answer))
 
     async def _pump(self, conn: _Connection) -> None:
         """Ready hops -> engine -> session, one hop in flight per session (the model's state
@@ -460,15 +461,15 @@ class TalkerServer:
                     conn.protocol.send(self._frame_message(frame, frame_vertices, hello))
                 conn.frames_sent += len(frames)
             if now >= next_stats:
-                conn.protocol.send(proto.Stats(**session.stats(now)))
+                conn.protocol.send(wire.Stats(**session.stats(now)))
                 next_stats = now + self.config.stats_interval_s
             if session.finished:
                 conn.protocol.finish(conn.frames_sent)
             if not await self._flush(conn):
                 return
 
-    def _frame_message(self, frame: OutFrame, vertices: np.ndarray, hello: proto.Hello,
-                       ) -> proto.Frame:
+    def _frame_message(self, frame: OutFrame, vertices: np.ndarray, hello: wire.Hello,
+                       ) -> wire.Frame:
         """``vertices``: (V, 3) metres, the frame's coefficients through the basis."""
         dtype = "<f2" if hello.format == "f16" else "<f4"
         weights = None
@@ -476,7 +477,7 @@ class TalkerServer:
             full = np.zeros(len(self._ready_msg_parts[3]), dtype="<f4")
             full[self._weights_index] = frame.coeffs
             weights = full.tobytes()
-        return proto.Frame(
+        return wire.Frame(
             seq=frame.seq,
             t=frame.t,
             vertices=vertices.astype(dtype).tobytes(),

@@ -246,12 +246,6 @@ export class FaceView {
     this.dirty = true;
   }
 
-  /** Back to the rest pose (after interrupt/stop). */
-  rest() {
-    if (this.template) this.show(this.template.rest, null);
-    if (this.gltf) this.gltf.head.morphTargetInfluences?.fill(0);
-  }
-
   /** Lower the drawing resolution (slow GPUs, software GL): returns the new pixel ratio. */
   reduceResolution(factor = 0.75, min = 0.4) {
     const pr = this.renderer.getPixelRatio();

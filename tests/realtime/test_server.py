@@ -16,7 +16,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from realtime import protocol as proto
+from realtime import messages as wire
 from realtime.audio import encode_pcm
 from realtime.client import ClientError, StreamOptions, StreamResult, open_session, stream_file
 from realtime.session import SessionConfig
@@ -71,11 +71,11 @@ async def wait_for(predicate: Any, timeout_s: float = 5.0) -> None:
 
 def hello(**fields: Any) -> bytes:
     base: dict[str, Any] = {"sample_rate": 16000, "encoding": "pcm_s16le"}
-    return proto.encode(proto.Hello(**{**base, **fields}))
+    return wire.encode(wire.Hello(**{**base, **fields}))
 
 
 def audio(samples: np.ndarray, encoding: str = "pcm_s16le") -> bytes:
-    return proto.encode(proto.Audio(data=encode_pcm(samples, encoding)))
+    return wire.encode(wire.Audio(data=encode_pcm(samples, encoding)))
 
 
 def raw(**wire: Any) -> bytes:
@@ -83,10 +83,10 @@ def raw(**wire: Any) -> bytes:
 
 
 async def raw_session(url: str, messages: list[bytes | str], timeout_s: float = 5.0,
-                      ) -> tuple[list[proto.Message], int | None]:
+                      ) -> tuple[list[wire.Message], int | None]:
     """Send ``messages`` (stopping if the server closes), then read until the close:
     (server messages, close code)."""
-    received: list[proto.Message] = []
+    received: list[wire.Message] = []
     async with connect(url, max_size=None) as ws:
         for message in messages:
             try:
@@ -97,14 +97,14 @@ async def raw_session(url: str, messages: list[bytes | str], timeout_s: float = 
             while True:
                 data = await asyncio.wait_for(ws.recv(), timeout_s)
                 assert isinstance(data, bytes)
-                received.append(proto.decode(data, direction="to_client"))
+                received.append(wire.decode(data, direction="to_client"))
         except ConnectionClosed:
             pass
     return received, ws.close_code
 
 
-def error_of(received: list[proto.Message]) -> str | None:
-    errors = [m.code for m in received if isinstance(m, proto.Error)]
+def error_of(received: list[wire.Message]) -> str | None:
+    errors = [m.code for m in received if isinstance(m, wire.Error)]
     assert len(errors) <= 1
     return errors[0] if errors else None
 
@@ -277,8 +277,8 @@ async def test_a_client_vanishing_mid_stream_leaves_the_server_healthy(make_serv
     for i in range(0, 16000, 320):  # 1 s in 20 ms chunks, a little faster than real time
         await ws.send(audio(speech.audio16[i : i + 320]))
         await asyncio.sleep(0.01)
-    first = proto.decode(await asyncio.wait_for(ws.recv(), 5.0), direction="to_client")
-    assert isinstance(first, proto.Frame | proto.Stats)
+    first = wire.decode(await asyncio.wait_for(ws.recv(), 5.0), direction="to_client")
+    assert isinstance(first, wire.Frame | wire.Stats)
     ws.transport.abort()  # no close frame, no FIN handshake: the client is just gone
 
     async def only_the_healthy_one() -> bool:
@@ -301,8 +301,8 @@ async def test_a_client_that_never_reads_stays_bounded(make_server, speech, tiny
     # max_queue=1: the client library stops reading its socket after one unread message
     ws = await connect(url, max_size=None, max_queue=1)
     await ws.send(hello(format="f32"))
-    ready = proto.decode(await ws.recv(), direction="to_client")  # the last message it reads
-    assert isinstance(ready, proto.Ready)
+    ready = wire.decode(await ws.recv(), direction="to_client")  # the last message it reads
+    assert isinstance(ready, wire.Ready)
     depths: list[int] = []
     stats: dict[str, Any] = {}
 
@@ -344,7 +344,7 @@ async def test_idle_client_is_closed_after_idle_timeout(make_server, speech):
     started = time.monotonic()
     received, close_code = await raw_session(url, [hello()])
     assert 0.4 <= time.monotonic() - started < 3.0
-    assert isinstance(received[0], proto.Ready)
+    assert isinstance(received[0], wire.Ready)
     assert (error_of(received), close_code) == ("idle_timeout", 1001)
     await session
 
@@ -406,8 +406,8 @@ async def test_origin_check(make_server):
     for origin in (f"http://127.0.0.1:{server.port}", None):  # same host, or not a browser
         async with connect(url, origin=origin) as ws:  # type: ignore[arg-type]
             await ws.send(hello())
-            msg = proto.decode(await ws.recv(), direction="to_client")
-            assert isinstance(msg, proto.Ready)
+            msg = wire.decode(await ws.recv(), direction="to_client")
+            assert isinstance(msg, wire.Ready)
     listed = await make_server(allow_origins=("https://app.example",))
     async with connect(ws_url(listed), origin="https://app.example"):  # type: ignore[arg-type]
         pass

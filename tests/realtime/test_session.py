@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from realtime.protocol import Stats, encode
+from realtime.messages import Stats, encode
 from realtime.session import HopRequest, OutFrame, Session, SessionConfig
 
 SR = 16000

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
-from realtime import protocol as proto
+from realtime import messages as wire
 from realtime.audio import resample
 from realtime.client import StreamOptions, open_session
 from realtime.webrtc import PacedAudioTrack, frame_to_mono
@@ -48,13 +48,13 @@ async def test_webrtc_session_streams_frames_and_ends_with_the_track(make_server
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))  # host candidates only: offline
     track = PacedAudioTrack(resample(speech.audio, speech.rate, RTC_RATE), channels=2)
     sender = pc.addTrack(track)
-    frames: list[proto.Frame] = []
-    end: proto.ServerEnd | None = None
+    frames: list[wire.Frame] = []
+    end: wire.ServerEnd | None = None
     try:
         await pc.setLocalDescription(await pc.createOffer())  # aiortc gathers ICE in here
-        await ws.send(proto.encode(proto.Offer(sdp=pc.localDescription.sdp)))
-        answer = proto.decode(await asyncio.wait_for(ws.recv(), 10), direction="to_client")
-        assert isinstance(answer, proto.Answer)
+        await ws.send(wire.encode(wire.Offer(sdp=pc.localDescription.sdp)))
+        answer = wire.decode(await asyncio.wait_for(ws.recv(), 10), direction="to_client")
+        assert isinstance(answer, wire.Answer)
         await pc.setRemoteDescription(RTCSessionDescription(sdp=answer.sdp, type="answer"))
 
         async def stop_when_played() -> None:
@@ -65,11 +65,11 @@ async def test_webrtc_session_streams_frames_and_ends_with_the_track(make_server
         stopper = asyncio.create_task(stop_when_played())
         async for data in ws:
             assert isinstance(data, bytes)
-            msg = proto.decode(data, direction="to_client")
-            assert not isinstance(msg, proto.Error), msg
-            if isinstance(msg, proto.Frame):
+            msg = wire.decode(data, direction="to_client")
+            assert not isinstance(msg, wire.Error), msg
+            if isinstance(msg, wire.Frame):
                 frames.append(msg)
-            elif isinstance(msg, proto.ServerEnd):
+            elif isinstance(msg, wire.ServerEnd):
                 end = msg
         await stopper
     finally:

@@ -108,3 +108,19 @@ def test_generation_puts_the_motion_on_a_chosen_subject(dataset, trained):
     np.testing.assert_allclose(on_second - on_first, OFFSET_M, atol=1e-6)
     with pytest.raises(Exception, match="unknown subject"):
         talker.vertices(coeffs, subject="nobody")
+
+
+def test_talker_animate_puts_the_motion_on_the_chosen_subject(folder, trained, tmp_path, capsys):
+    from talker.cli import main
+
+    wav, npz = folder / "wav" / f"{SUBJECTS[0]}_sentence37.wav", tmp_path / "motion.npz"
+    args = ["animate", str(wav), "--checkpoint", str(trained), "--steps", "2", "--out", str(npz)]
+    assert main([*args, "--subject", SUBJECTS[1]]) == 0
+    with np.load(npz) as z:
+        talker = Talker.from_checkpoint(trained)
+        np.testing.assert_allclose(z["template"], talker.subjects[SUBJECTS[1]])
+        np.testing.assert_allclose(z["vertices"],
+                                   talker.vertices(z["coeffs"], subject=SUBJECTS[1]), atol=1e-6)
+        assert float(z["fps"]) == 30 and z["faces"].shape[1] == 3
+    assert main([*args, "--subject", "nobody"]) == 2
+    assert "--subject nobody: not a subject of this model" in capsys.readouterr().err
