@@ -29,6 +29,9 @@ from realtime.metrics import SendClock, percentile
 log = logging.getLogger("talker.client")
 
 
+FALLBACK_RATE_HZ = 16000  # files at rates protocol v1 cannot carry are sent at this rate
+
+
 class ClientError(UserError):
     """The server refused or failed the stream; ``code`` is the protocol error code if any."""
 
@@ -333,13 +336,19 @@ async def stream_file_webrtc(url: str, audio: np.ndarray, sample_rate: int,
 
 def read_wav(path: Path) -> tuple[np.ndarray, int]:
     """Mono float32 samples and rate of an audio file a client may stream (``models.audio``:
-    channels averaged). ``DataError`` for a missing or unreadable file, ``ClientError`` for audio
-    that protocol v1 cannot carry (empty, or a rate outside 8000..48000 Hz)."""
+    channels averaged). A rate that protocol v1 cannot carry (outside 8000..48000 Hz, or not a
+    multiple of 25 Hz, e.g. 96 kHz) is resampled here to 16 kHz. ``DataError`` for a missing or
+    unreadable file, ``ClientError`` for a file without audio."""
     from models.audio import read_wav as read_audio
+    from models.audio import resample
 
     data, rate = read_audio(path)
     if data.size == 0:
         raise ClientError(f"{path} holds no audio")
-    if not 8000 <= rate <= 48000:
-        raise ClientError(f"{path} has sample rate {rate} Hz; protocol v1 takes 8000..48000 Hz")
+    carried = (wire.MIN_SAMPLE_RATE_HZ <= rate <= wire.MAX_SAMPLE_RATE_HZ
+               and rate % wire.SAMPLE_RATE_STEP_HZ == 0)
+    if not carried:
+        log.info("%s: %d Hz is not a protocol v1 rate; resampled to %d Hz", path, rate,
+                 FALLBACK_RATE_HZ)
+        data, rate = resample(data, rate, FALLBACK_RATE_HZ), FALLBACK_RATE_HZ
     return data, rate

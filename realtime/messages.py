@@ -34,6 +34,7 @@ __all__ = [
     "PROTOCOL_VERSION",
     "MIN_SAMPLE_RATE_HZ",
     "MAX_SAMPLE_RATE_HZ",
+    "SAMPLE_RATE_STEP_HZ",
     "MAX_AUDIO_S",
     "Direction",
     "Hello",
@@ -59,6 +60,11 @@ __all__ = [
 PROTOCOL_VERSION = 1
 MIN_SAMPLE_RATE_HZ = 8000
 MAX_SAMPLE_RATE_HZ = 48000
+# Rates are whole multiples of 25 Hz (8000, 11025, 16000, 22050, 32000, 44100, 48000 all are): any
+# such rate reduces against the server's rate to a few hundred polyphase phases, so the server's
+# resampler filter is designed in milliseconds. An arbitrary rate (47999 Hz) would need millions
+# of taps: a second of CPU and tens of MB per rate, which a client could ask for at will.
+SAMPLE_RATE_STEP_HZ = 25
 MAX_AUDIO_S = 1.0  # most audio one `audio` message may hold
 AUDIO_MODES = ("ws", "webrtc")
 FORMATS = ("f16", "f32")
@@ -99,7 +105,7 @@ class Hello:
 
     type: ClassVar[str] = "hello"
     protocol: int = PROTOCOL_VERSION
-    sample_rate: int  # Hz, 8000..48000
+    sample_rate: int  # Hz, 8000..48000, a multiple of 25
     encoding: str  # "pcm_s16le" | "pcm_f32le"
     audio: str = "ws"  # "ws": audio messages; "webrtc": an offer follows
     identity: str | None = None  # None: server default; "auto": picked from the audio
@@ -114,6 +120,9 @@ class Hello:
                 f"field 'protocol' must be {PROTOCOL_VERSION}, got {self.protocol!r}",
             )
         _check_int("sample_rate", self.sample_rate, MIN_SAMPLE_RATE_HZ, MAX_SAMPLE_RATE_HZ)
+        if self.sample_rate % SAMPLE_RATE_STEP_HZ:
+            raise _bad("sample_rate", f"a multiple of {SAMPLE_RATE_STEP_HZ} Hz (e.g. 16000, "
+                       "22050, 44100, 48000)", self.sample_rate)
         _check_choice("encoding", self.encoding, ENCODINGS)
         _check_choice("audio", self.audio, AUDIO_MODES)
         _check_choice("format", self.format, FORMATS)
@@ -200,7 +209,7 @@ class Ready:
     type: ClassVar[str] = "ready"
     protocol: int = PROTOCOL_VERSION
     session: str
-    fps: int = 30
+    fps: int  # the model's motion frame rate (its contract)
     identities: tuple[str, ...]
     identity: str
     mesh: Mesh

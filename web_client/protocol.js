@@ -1,5 +1,5 @@
 // Protocol v1 of diffusion-talker (DESIGN §7, PROTOCOL.md): the browser mirror of
-// realtime/protocol.py. Pure functions, no I/O: `encode(msg) -> Uint8Array`, `decode(bytes) -> msg`.
+// realtime/messages.py. Pure functions, no I/O: `encode(msg) -> Uint8Array`, `decode(bytes) -> msg`.
 //
 // Every WebSocket message is one msgpack map with a string `type`. A message is a plain object
 // `{type, ...fields}`; decode() fills defaults, so callers never test for missing optional fields.
@@ -14,6 +14,7 @@ import { decode as msgpackDecode } from "@msgpack/msgpack";
 export const PROTOCOL_VERSION = 1;
 export const SAMPLE_RATE_MIN_HZ = 8000;
 export const SAMPLE_RATE_MAX_HZ = 48000;
+export const SAMPLE_RATE_STEP_HZ = 25; // every usual rate is a multiple (PROTOCOL.md §2)
 export const MAX_AUDIO_SECONDS = 1.0;
 export const ENCODINGS = Object.freeze(["pcm_s16le", "pcm_f32le"]);
 export const AUDIO_TRANSPORTS = Object.freeze(["ws", "webrtc"]);
@@ -183,6 +184,9 @@ const CHECKS = {
   hello(m) {
     checkProtocol(m.protocol);
     checkInt("sample_rate", m.sample_rate, SAMPLE_RATE_MIN_HZ, SAMPLE_RATE_MAX_HZ);
+    if (m.sample_rate % SAMPLE_RATE_STEP_HZ !== 0) {
+      throw bad("sample_rate", `a multiple of ${SAMPLE_RATE_STEP_HZ} Hz (e.g. 16000, 22050, 44100, 48000)`, m.sample_rate);
+    }
     checkChoice("encoding", m.encoding, ENCODINGS);
     checkChoice("audio", m.audio, AUDIO_TRANSPORTS);
     checkChoice("format", m.format, FORMATS);

@@ -47,7 +47,8 @@ from models.face.rig import RIG_NAMES, FaceRig
 log = logging.getLogger(__name__)
 
 # 1.1: talkers sharing a voice keep their own pitch, rate, range. 1.2: espeak-ng's 22.05 kHz
-# resampled by libsoxr (models.audio, as at serve time), WAVs at the s16 full scale 32768.
+# resampled by scipy's polyphase filter (models.audio, as at serve time), WAVs at the s16 full
+# scale 32768.
 GENERATOR_VERSION = "1.2"
 SPLITS = ("train", "val", "test", "heldout_talker", "heldout_voice")
 

@@ -23,6 +23,10 @@ from models.audio import resample
 
 SR = 16000
 FPS = 30
+# Speed factors come in steps of 50 Hz of the nominal input rate (0.3 %): any such rate reduces
+# against 16 kHz to at most 320 polyphase phases, so the resampler's filter is designed in
+# milliseconds (a whole-Hz rate can need millions of taps).
+SPEED_STEP_HZ = 50
 
 
 @dataclass(frozen=True)
@@ -123,11 +127,12 @@ def speed(audio: np.ndarray, coeffs: np.ndarray, rng: np.random.Generator,
           factor_range: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
     """Play faster (factor > 1) or slower; the motion target is warped by the same factor.
 
-    The audio is taken as recorded at ``factor * 16 kHz`` (rounded to a whole Hz, and the factor
-    with it) and resampled to 16 kHz, anti-aliased: output sample n is input time n * factor, and
-    output frame k shows input time k * factor / fps.
+    The audio is taken as recorded at ``factor * 16 kHz`` (rounded to a multiple of
+    ``SPEED_STEP_HZ``, and the factor with it) and resampled to 16 kHz, anti-aliased: output
+    sample n is input time n * factor, and output frame k shows input time k * factor / fps.
     """
-    in_rate_hz = int(round(rng.uniform(*factor_range) * SR))
+    steps = round(rng.uniform(*factor_range) * SR / SPEED_STEP_HZ)
+    in_rate_hz = int(steps * SPEED_STEP_HZ)
     r = in_rate_hz / SR
     a = resample(audio, in_rate_hz, SR)
     if a.size == 0:

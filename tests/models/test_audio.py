@@ -1,5 +1,6 @@
-"""models.audio: s16 scaling, WAV reading and writing, and their errors (the resampler is tested
-through the server's re-export in tests/realtime/test_audio.py)."""
+"""models.audio: s16 scaling, WAV reading and writing, and their errors. The resampler is tested
+through the server's re-export in tests/realtime/test_audio.py; here, that training's one-shot
+path and the server's stream give the same samples."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import soundfile
 
 from models.audio import (
     S16_FULL_SCALE,
+    StreamingResampler,
     float_to_pcm16,
     pcm16_to_float,
     read_wav,
@@ -119,3 +121,17 @@ def test_read_then_resample_keeps_duration(tmp_path: Path) -> None:
     write_wav(tmp_path / "v.wav", 0.3 * np.sin(np.arange(6615) * 0.05), 22050)
     y, rate = read_wav(tmp_path / "v.wav")
     assert resample(y, rate, 16000).size == 4800  # 0.3 s
+
+
+@pytest.mark.parametrize("rate", [22050, 44100, 48000])
+def test_training_and_serving_resample_alike(tmp_path: Path, rate: int) -> None:
+    """A WAV as the dataset reads it (one-shot) and as a client streams it (20 ms chunks): the
+    same 16 kHz samples, so the model hears at serve time what it was trained on."""
+    x = np.random.default_rng(rate).uniform(-0.5, 0.5, rate // 2)
+    write_wav(tmp_path / "s.wav", x, rate)
+    y, _ = read_wav(tmp_path / "s.wav")
+    rs = StreamingResampler(rate, 16000)
+    chunk = rate // 50
+    streamed = [rs.push(y[i : i + chunk]) for i in range(0, y.size, chunk)] + [rs.flush()]
+    np.testing.assert_allclose(np.concatenate(streamed), resample(y, rate, 16000), rtol=0,
+                               atol=1e-6)

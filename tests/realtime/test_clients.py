@@ -144,3 +144,19 @@ async def test_serve_names_a_device_it_cannot_use():
     if not torch.cuda.is_available():
         code, _, err = await talker("serve", "--random-model", "--port", "0", "--device", "cuda")
         assert code == 2 and "sees no CUDA device" in err and "Traceback" not in err
+
+
+def test_read_wav_resamples_rates_the_protocol_cannot_carry(tmp_path: Path) -> None:
+    from models.audio import write_wav
+    from realtime.client import ClientError, read_wav
+
+    t = np.arange(96000) / 96000
+    write_wav(tmp_path / "hi.wav", (0.5 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), 96000)
+    audio, rate = read_wav(tmp_path / "hi.wav")
+    assert rate == 16000 and audio.size == 16000
+    assert np.abs(audio).max() == pytest.approx(0.5, abs=0.01)
+    write_wav(tmp_path / "ok.wav", np.zeros(441, np.float32), 44100)
+    assert read_wav(tmp_path / "ok.wav")[1] == 44100  # a protocol rate goes as it is
+    write_wav(tmp_path / "empty.wav", np.zeros(0, np.float32), 16000)
+    with pytest.raises(ClientError, match="holds no audio"):
+        read_wav(tmp_path / "empty.wav")
