@@ -30,12 +30,14 @@ import torch.nn.functional as F
 
 @dataclass(frozen=True)
 class AudioEncoderConfig:
-    input_dim: int = 320  # FeatureConfig.feature_dim: 4 stacked mel frames x 80 mels
+    input_dim: int = 0  # wired by TalkerConfig.build: FeatureConfig.feature_dim (0: not yet)
     d_model: int = 128  # width of the conv stack and of the output feature
-    kernel_size: int = 3
+    kernel_size: int = 3  # with the dilations: R = 2 * (1+2+4+8) = 30 frames = 1 s of reach
     dilations: tuple[int, ...] = (1, 2, 4, 8)  # doubling: 1 s of history in 4 cheap layers
-    lookahead_frames: int = 3  # 100 ms of future audio: coarticulation anticipates ~100 ms
-    dropout: float = 0.1
+    # 100 ms of future audio: coarticulation anticipates ~100 ms. Part of the stream's latency
+    # floor (DESIGN §6): the server must wait for these frames.
+    lookahead_frames: int = 3
+    dropout: float = 0.1  # inside each block, training only: the encoder learns from scratch
 
     @property
     def context_frames(self) -> int:
@@ -80,6 +82,8 @@ class AudioEncoder(nn.Module):
         super().__init__()
         if config.context_frames < config.lookahead_frames:
             raise ValueError("the conv stack's reach must cover the look-ahead")
+        if config.input_dim < 1:
+            raise ValueError("AudioEncoderConfig.input_dim is not wired: use TalkerConfig.build")
         self.config = config
         self.inp = nn.Linear(config.input_dim, config.d_model)
         self.blocks = nn.ModuleList(

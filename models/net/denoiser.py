@@ -22,14 +22,17 @@ import torch.nn.functional as F
 
 @dataclass(frozen=True)
 class DenoiserConfig:
-    n_coeffs: int = 51  # K: ARKit blendshapes of the facecap rig (or PCA components)
-    audio_dim: int = 128  # AudioEncoderConfig.d_model
-    identity_dim: int = 64  # IdentityConfig.dim
+    # Wired by TalkerConfig.build from the basis and the other parts (0: not yet):
+    n_coeffs: int = 0  # K: MotionBasis.size (51 ARKit blendshapes of the facecap rig, or PCA)
+    audio_dim: int = 0  # AudioEncoderConfig.d_model
+    identity_dim: int = 0  # IdentityConfig.dim
+    # The denoiser's own knobs:
     time_dim: int = 64  # sinusoidal timestep embedding width
-    hidden: int = 256  # GRU width: 2x256 runs 16 streams x 3 frames x 8 steps in ~8 ms (DESIGN §6)
-    n_layers: int = 2
-    n_train_steps: int = 500  # ScheduleConfig.n_train_steps: the range of t
-    dropout: float = 0.0
+    hidden: int = 256  # GRU width; the head also sees the frame's input (see forward)
+    # One layer: 8 steps of a 1-s window in ~23 ms on one thread, two ~37 ms; one 256-wide layer
+    # meets the 30-ms bar with room (models/README.md, "Why one GRU layer").
+    n_layers: int = 1
+    dropout: float = 0.0  # between GRU layers (none with one layer)
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
@@ -44,6 +47,8 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -
 class Denoiser(nn.Module):
     def __init__(self, config: DenoiserConfig):
         super().__init__()
+        if min(config.n_coeffs, config.audio_dim, config.identity_dim) < 1:
+            raise ValueError("DenoiserConfig's sizes are not wired: use TalkerConfig.build")
         self.config = config
         c = config
         self.time_mlp = nn.Sequential(nn.Linear(c.time_dim, c.time_dim), nn.SiLU(),

@@ -21,9 +21,11 @@ import torch.nn.functional as F
 
 @dataclass(frozen=True)
 class IdentityConfig:
-    n_identities: int = 8  # training talkers, fixed when the bank is created
+    # Wired by TalkerConfig.build (0: not yet): the training talkers, fixed when the bank is
+    # created, and AudioEncoderConfig.d_model, the width of what gets pooled.
+    n_identities: int = 0
     dim: int = 64  # bank embedding width, fed to the denoiser at every frame
-    audio_dim: int = 128  # AudioEncoderConfig.d_model: what gets pooled
+    audio_dim: int = 0
     joint_dim: int = 64  # the contrastive space
     init_temperature: float = 0.07  # CLIP's start value (the paper follows CLIP)
     # Audio heard before identity "auto" picks the nearest learned style (server, CLI, eval):
@@ -34,6 +36,8 @@ class IdentityConfig:
 class IdentityModel(nn.Module):
     def __init__(self, config: IdentityConfig):
         super().__init__()
+        if min(config.n_identities, config.audio_dim) < 1:
+            raise ValueError("IdentityConfig's sizes are not wired: use TalkerConfig.build")
         self.config = config
         c = config
         self.bank = nn.Embedding(c.n_identities, c.dim)

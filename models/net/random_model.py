@@ -6,10 +6,14 @@ from __future__ import annotations
 import torch
 
 from models.face.load import load_rig
+from models.net.audio_encoder import AudioEncoderConfig
+from models.net.denoiser import DenoiserConfig
+from models.net.identity import IdentityConfig
 from models.net.talker import ModelSize, Talker, TalkerConfig
 
-TINY = ModelSize(audio_dim=32, dilations=(1, 2), hidden=32, n_layers=1, identity_dim=16,
-                 joint_dim=16, time_dim=16, dropout=0.0)
+TINY = ModelSize(encoder=AudioEncoderConfig(d_model=32, dilations=(1, 2), dropout=0.0),
+                 denoiser=DenoiserConfig(time_dim=16, hidden=32),
+                 identity=IdentityConfig(dim=16, joint_dim=16))
 
 
 def random_talker(size: ModelSize | None = None, identities: tuple[str, ...] = ("alice", "bob"),

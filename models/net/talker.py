@@ -14,6 +14,7 @@ denoiser is causal in frames and the stream keeps its GRU state per sampling ste
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
@@ -60,18 +61,13 @@ OBJECTIVES = ("diffusion", "regression")
 
 @dataclass(frozen=True)
 class ModelSize:
-    """The size knobs a training preset chooses; TalkerConfig.build fills in the rest."""
+    """The parts' own knobs, as a training preset picks them; each part's config declares their
+    defaults. TalkerConfig.build wires in the sizes a part takes from elsewhere (the basis, the
+    identity bank, the features, the other parts)."""
 
-    audio_dim: int = 128
-    kernel_size: int = 3
-    dilations: tuple[int, ...] = (1, 2, 4, 8)
-    lookahead_frames: int = 3  # 100 ms: part of the latency floor (DESIGN §6)
-    hidden: int = 256
-    n_layers: int = 1  # one GRU layer: 8 steps of a 1-s window in ~23 ms on one thread (2: ~37)
-    identity_dim: int = 64
-    joint_dim: int = 64
-    time_dim: int = 64
-    dropout: float = 0.1
+    encoder: AudioEncoderConfig = field(default_factory=AudioEncoderConfig)
+    denoiser: DenoiserConfig = field(default_factory=DenoiserConfig)
+    identity: IdentityConfig = field(default_factory=IdentityConfig)
 
 
 @dataclass(frozen=True)
@@ -102,22 +98,24 @@ class TalkerConfig:
     @staticmethod
     def build(size: ModelSize, coeff_names: tuple[str, ...], identities: tuple[str, ...],
               features: FeatureConfig | None = None, schedule: ScheduleConfig | None = None,
-              sampler: str = "ddim", sampler_steps: int = 64,
-              loss: LossConfig | None = None, objective: str = "diffusion") -> TalkerConfig:
-        if objective not in OBJECTIVES:
-            raise ModelError(f"unknown objective {objective!r}: use one of {OBJECTIVES}")
+              **options: Any) -> TalkerConfig:
+        """The config of a new model: ``size``'s parts wired to the basis names, the training
+        talkers, the features and each other. ``options``: the other fields (sampler,
+        sampler_steps, loss, objective); a regression model samples in one step."""
         fc, sc = features or FeatureConfig(), schedule or ScheduleConfig()
-        return TalkerConfig(
-            features=fc,
-            encoder=AudioEncoderConfig(fc.feature_dim, size.audio_dim, size.kernel_size,
-                                       tuple(size.dilations), size.lookahead_frames, size.dropout),
-            denoiser=DenoiserConfig(len(coeff_names), size.audio_dim, size.identity_dim,
-                                    size.time_dim, size.hidden, size.n_layers, sc.n_train_steps),
-            identity=IdentityConfig(len(identities), size.identity_dim, size.audio_dim,
-                                    size.joint_dim),
-            schedule=sc, identities=tuple(identities), coeff_names=tuple(coeff_names),
-            sampler=sampler, sampler_steps=1 if objective == "regression" else sampler_steps,
-            loss=loss or LossConfig(), objective=objective)
+        encoder = dataclasses.replace(size.encoder, input_dim=fc.feature_dim)
+        identity = dataclasses.replace(size.identity, n_identities=len(identities),
+                                       audio_dim=encoder.d_model)
+        denoiser = dataclasses.replace(size.denoiser, n_coeffs=len(coeff_names),
+                                       audio_dim=encoder.d_model, identity_dim=identity.dim)
+        config = TalkerConfig(features=fc, encoder=encoder, denoiser=denoiser, identity=identity,
+                              schedule=sc, identities=tuple(identities),
+                              coeff_names=tuple(coeff_names), **options)
+        if config.objective not in OBJECTIVES:
+            raise ModelError(f"unknown objective {config.objective!r}: use one of {OBJECTIVES}")
+        if config.objective == "regression":
+            return dataclasses.replace(config, sampler_steps=1)
+        return config
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

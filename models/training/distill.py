@@ -22,24 +22,33 @@ writes ``student_{N}.safetensors`` per round and ``log.jsonl``; returns the last
 
 from __future__ import annotations
 
-import logging
+import dataclasses
 import math
-import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from models.data.augment import AugmentConfig
 from models.data.windows import WindowSampler, load_clips
 from models.errors import ModelError
 from models.net.talker import Talker, TrainBatch
 from models.sampling import ModelFn, Steps, ddim_step, q_sample, respace
-from models.training.train import _log, _progress, evaluate_talker
+from models.training.loop import (
+    LoopConfig,
+    append_log,
+    generators,
+    optimise,
+    optimizer,
+    warmup_constant,
+)
+from models.training.train import evaluate_talker
 
-log = logging.getLogger(__name__)
+# Students start at their teacher: small steps, a short warm-up, no weight decay. The teacher's
+# augmentation stays on: the student must keep the teacher's robustness to real microphones, so
+# it learns on the same kind of input.
+STUDENT_LOOP = LoopConfig(lr=1e-4, warmup_steps=200, weight_decay=0.0)
 
 
 @dataclass(frozen=True)
@@ -47,31 +56,20 @@ class DistillConfig:
     start_steps: int = 64  # the teacher is first respaced to this DDIM grid (DESIGN §2)
     iters_per_round: int = 4000
     gt_weight: float = 0.5  # data term next to the teacher term (module docstring); 0 = pure
-    batch_size: int = 32
-    window_frames: int = 64
-    lr: float = 1e-4  # students start at the teacher: small steps
-    warmup_steps: int = 200
-    grad_clip: float = 1.0
-    p_window_at_start: float = 0.25
-    # The teacher's training augmentation (real mics, noise, silence): the student must keep the
-    # teacher's robustness, so it learns on the same kind of input.
-    augment: AugmentConfig | None = field(default_factory=AugmentConfig)
-    val_utterances: int = 32
-    log_every: int = 100
-    train_split: str = "train"
-    val_split: str = "val"
+    loop: LoopConfig = STUDENT_LOOP  # each round's batches, optimiser, log and splits
 
     @staticmethod
     def preset(name: str) -> DistillConfig:
         if name == "default":  # about 20 minutes on the 2-core CPU machine
-            return DistillConfig(iters_per_round=1000, val_utterances=16)
+            return DistillConfig(iters_per_round=1000,
+                                 loop=dataclasses.replace(STUDENT_LOOP, val_utterances=16))
         if name == "full":
             return DistillConfig()
         if name == "tiny":
-            return DistillConfig(start_steps=8, iters_per_round=10, batch_size=4,
-                                 window_frames=24, lr=1e-3, warmup_steps=2, val_utterances=1,
-                                 log_every=5, augment=None)
-        raise ValueError(f"unknown preset {name!r}: use 'tiny' or 'default'")
+            return DistillConfig(start_steps=8, iters_per_round=10, loop=dataclasses.replace(
+                STUDENT_LOOP, batch_size=4, window_frames=24, augment=None, lr=1e-3,
+                warmup_steps=2, log_every=5, val_utterances=1))
+        raise ValueError(f"unknown preset {name!r}: use 'tiny', 'default' or 'full'")
 
 
 def two_step_target(model_fn: ModelFn, x_t: torch.Tensor, teacher_steps: Steps, i: int,
@@ -141,27 +139,27 @@ def distill(teacher_ckpt: str | Path, dataset: Any, out_dir: str | Path, steps: 
         raise ValueError(f"steps ({steps}) must be start_steps ({config.start_steps}) / 2^k")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    rng, gen = np.random.default_rng(seed), torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
+    rng, gen = generators(seed)
     original = Talker.from_checkpoint(teacher_ckpt)
     if original.is_regression:
         raise ModelError(f"{teacher_ckpt} is a regression model: there is no sampler to distill")
-    identities = original.config.identities
-    clips = load_clips(dataset, config.train_split, identities)
-    val = load_clips(dataset, config.val_split, identities)
-    sampler = WindowSampler(clips, config.window_frames, original.config.features,
-                            original.receptive_field, config.p_window_at_start, config.augment)
+    loop, identities = config.loop, original.config.identities
+    clips = load_clips(dataset, loop.train_split, identities)
+    val = load_clips(dataset, loop.val_split, identities)
+    sampler = WindowSampler(clips, loop.window_frames, original.config.features,
+                            original.receptive_field, loop.p_window_at_start, loop.augment)
     teacher, n, path = with_steps(original, config.start_steps), config.start_steps, Path()
     while n > steps:
         n //= 2
         student = with_steps(teacher, n)
-        _round(student, teacher, sampler, n, config, rng, gen, out, progress)
+        _round(student, teacher, lambda: sampler.batch(loop.batch_size, rng), n, config, gen,
+               out, progress)
         record: dict[str, Any] = {"round_steps": n}
         if val:
-            record["student"] = evaluate_talker(student, val, n, max_clips=config.val_utterances)
+            record["student"] = evaluate_talker(student, val, n, max_clips=loop.val_utterances)
             record["teacher_ddim"] = evaluate_talker(original, val, n,
-                                                     max_clips=config.val_utterances)
-        _log(out, record)
+                                                     max_clips=loop.val_utterances)
+        append_log(out, record)
         path = student.save(out / f"student_{n}.safetensors",
                             {"distill_config": asdict(config), "seed": seed,
                              "teacher": str(teacher_ckpt), **record})
@@ -169,31 +167,14 @@ def distill(teacher_ckpt: str | Path, dataset: Any, out_dir: str | Path, steps: 
     return path
 
 
-def _round(student: Talker, teacher: Talker, sampler: WindowSampler, n: int,
-           config: DistillConfig, rng: np.random.Generator, gen: torch.Generator, out: Path,
-           progress: bool) -> None:
+def _round(student: Talker, teacher: Talker, batches: Callable[[], TrainBatch], n: int,
+           config: DistillConfig, gen: torch.Generator, out: Path, progress: bool) -> None:
+    """One halving round: ``config.iters_per_round`` steps of the student on ``distill_loss``."""
     teacher.eval()
-    for p in teacher.parameters():
-        p.requires_grad_(False)
-    opt = torch.optim.AdamW(student.parameters(), lr=config.lr, weight_decay=0.0)
-    bar, t0, running = _progress(progress, 0, config.iters_per_round), time.monotonic(), {}
-    for it in range(config.iters_per_round):
-        student.train()
-        for g in opt.param_groups:
-            g["lr"] = config.lr * min(1.0, (it + 1) / config.warmup_steps)
-        terms = distill_loss(student, teacher, sampler.batch(config.batch_size, rng), n, gen,
-                             config.gt_weight)
-        opt.zero_grad(set_to_none=True)
-        terms["loss"].backward()
-        torch.nn.utils.clip_grad_norm_(student.parameters(), config.grad_clip)
-        opt.step()
-        for k, v in terms.items():
-            running[k] = running.get(k, 0.0) + float(v.detach())
-        if bar is not None:
-            bar.update(1)
-        if (it + 1) % config.log_every == 0:
-            _log(out, {"round_steps": n, "iter": it + 1, "s": round(time.monotonic() - t0, 2),
-                       **{k: v / config.log_every for k, v in running.items()}})
-            running = {}
-    if bar is not None:
-        bar.close()
+    teacher.requires_grad_(False)
+    loop = config.loop
+    for _ in optimise(student, optimizer(student, loop),
+                      lambda batch: distill_loss(student, teacher, batch, n, gen, config.gt_weight),
+                      batches, warmup_constant(loop.lr, loop.warmup_steps), loop, out,
+                      range(config.iters_per_round), progress, tags={"round_steps": n}):
+        pass  # nothing between steps: a round is evaluated once, at its end (distill)

@@ -133,3 +133,13 @@ def test_conv_block_equals_torch_dilated_conv(dilation):
     reference = h[:, block.cut:] + block.proj(torch.nn.functional.gelu(
         block.conv(x).transpose(1, 2)))
     torch.testing.assert_close(block(h), reference, rtol=1e-5, atol=1e-5)
+
+
+def test_parts_refuse_configs_whose_sizes_are_not_wired():
+    """The sizes a part takes from elsewhere default to 0 until TalkerConfig.build wires them."""
+    with pytest.raises(ValueError, match="not wired"):
+        Denoiser(DenoiserConfig())
+    with pytest.raises(ValueError, match="not wired"):
+        AudioEncoder(AudioEncoderConfig())
+    with pytest.raises(ValueError, match="not wired"):
+        IdentityModel(IdentityConfig(n_identities=3))

@@ -6,12 +6,16 @@ import torch
 
 from models.errors import ModelError
 from models.face.basis import MotionBasis
+from models.net.audio_encoder import AudioEncoderConfig
+from models.net.denoiser import DenoiserConfig
+from models.net.identity import IdentityConfig
 from models.net.talker import ModelSize, Talker, TalkerConfig
 
 torch.set_num_threads(1)
 K, V = 5, 24
-TINY = ModelSize(audio_dim=16, dilations=(1, 2), lookahead_frames=3, hidden=16, n_layers=2,
-                 identity_dim=8, joint_dim=8, time_dim=8, dropout=0.1)
+TINY = ModelSize(encoder=AudioEncoderConfig(d_model=16, dilations=(1, 2), lookahead_frames=3),
+                 denoiser=DenoiserConfig(time_dim=8, hidden=16, n_layers=2),
+                 identity=IdentityConfig(dim=8, joint_dim=8))
 
 
 def tiny_basis(seed=0) -> MotionBasis:

@@ -50,6 +50,34 @@ def test_training_is_reproducible_and_resumes(tmp_path):
     np.testing.assert_allclose(_losses(tmp_path / "c"), _losses(tmp_path / "a"), rtol=1e-4)
 
 
+# log.jsonl of the runs in test_loss_logs_are_pinned, recorded before train and distill shared
+# one optimiser loop (models/training/loop.py): (step, lr, loss) of the teacher, (round, step,
+# loss) of the student. Bit-exact on the machine that recorded them; the tolerance is for other
+# CPUs' summation order. Another batch, schedule or random stream moves them by far more.
+TEACHER_LOG = [(10, 0.0025533263185844586, 0.34417411386966706),
+               (20, 0.00032950073900936237, 0.2758251577615738)]
+STUDENT_LOG = [(4, 5, 0.06260131895542145), (4, 10, 0.04402406066656113),
+               (2, 5, 0.03917791172862053), (2, 10, 0.03156526163220406)]
+
+
+def test_loss_logs_are_pinned(tmp_path):
+    data = toy_dataset(n_talkers=2, n_utterances=2, seconds=1.0)
+    cfg = TrainConfig.preset("tiny")
+    teacher = train(data, cfg.__class__(**{**cfg.__dict__, "n_steps": 20, "val_every": 1000}),
+                    tmp_path / "t", seed=0, progress=False)
+    distill(teacher, data, tmp_path / "s", steps=2, config=DistillConfig.preset("tiny"), seed=0,
+            progress=False)
+    teacher_log = [(r["step"], r["lr"], r["loss"]) for r in _records(tmp_path / "t")]
+    student_log = [(r["round_steps"], r["step"], r["loss"]) for r in _records(tmp_path / "s")
+                   if "loss" in r]
+    np.testing.assert_allclose(teacher_log, TEACHER_LOG, rtol=1e-5)
+    np.testing.assert_allclose(student_log, STUDENT_LOG, rtol=1e-5)
+
+
+def _records(out):
+    return [json.loads(line) for line in open(out / "log.jsonl")]
+
+
 def test_window_sampler_context_and_mask():
     data = toy_dataset(n_talkers=1, n_utterances=2, seconds=0.5)
     clips = load_clips(data, "train", ("toy0",))
