@@ -72,6 +72,15 @@ class IdentityMix:
     alpha: np.ndarray  # (n_frames,) in [0, 1]
 
 
+@dataclass(frozen=True)
+class HopResult:
+    """What a hop produced: coefficients, and vertex offsets from the template when asked
+    (``vertices = template + offsets``), decoded here, in one matmul per worker batch."""
+
+    coeffs: np.ndarray  # (n_frames, K) float32
+    offsets: np.ndarray | None  # (n_frames, V, 3) float32, or None
+
+
 @dataclass
 class HopJob:
     stream_id: str
@@ -80,7 +89,8 @@ class HopJob:
     identity: IdentityMix
     reset: bool = False  # start the model stream afresh (interrupt)
     final: bool = False  # end of audio: pad look-ahead with silence
-    future: asyncio.Future[np.ndarray] | None = None
+    offsets: bool = False  # also decode vertex offsets (a client wants vertex frames)
+    future: asyncio.Future[HopResult] | None = None
     loop: asyncio.AbstractEventLoop | None = None
 
 
@@ -100,6 +110,8 @@ class InferenceEngine:
     def __init__(self, model: StreamingModel, config: EngineConfig = EngineConfig()) -> None:
         self.model = model
         self.config = config
+        basis = model.contract.basis
+        self._vectors = np.ascontiguousarray(basis.vectors.reshape(basis.size, -1), np.float32)
         self._streams: dict[str, Any] = {}
         self._seeds: dict[str, int] = {}
         self._flushed: set[str] = set()  # streams whose audio has ended (look-ahead padded)
@@ -161,8 +173,8 @@ class InferenceEngine:
     def queue_depth(self) -> int:
         return len(self._pending)
 
-    def submit(self, job: HopJob) -> asyncio.Future[np.ndarray]:
-        """Queue a hop; the returned future resolves to (n_frames, K) coefficients."""
+    def submit(self, job: HopJob) -> asyncio.Future[HopResult]:
+        """Queue a hop; the returned future resolves to its :class:`HopResult`."""
         loop = asyncio.get_running_loop()
         job.loop = loop
         job.future = loop.create_future()
@@ -263,8 +275,21 @@ class InferenceEngine:
                     _resolve(job, exc=EngineError(f"inference failed: {exc}"))
                     self._forget(job.stream_id)  # its model state may be half advanced
                 continue
+            coeffs = np.asarray(coeffs, dtype=np.float32)  # (B, n, K)
+            offsets = self._offsets(coeffs, [job.offsets for job in jobs])
             for i, job in enumerate(jobs):
-                _resolve(job, result=np.asarray(coeffs[i], dtype=np.float32))
+                _resolve(job, result=HopResult(coeffs[i], offsets.get(i)))
+
+    def _offsets(self, coeffs: np.ndarray, wanted: list[bool]) -> dict[int, np.ndarray]:
+        """Vertex offsets (n, V, 3) of the rows that want them: one matmul for all of them."""
+        rows = [i for i, want in enumerate(wanted) if want]
+        if not rows:
+            return {}
+        vectors = self._vectors  # (K, V*3)
+        B, n, K = len(rows), coeffs.shape[1], coeffs.shape[2]
+        flat = coeffs[rows].reshape(B * n, K) @ vectors  # (B*n, V*3)
+        out = flat.reshape(B, n, -1, 3)
+        return {row: out[b] for b, row in enumerate(rows)}
 
     def _forget(self, stream_id: str) -> None:
         with self._cond:
@@ -312,7 +337,7 @@ def _name(identity: str | None) -> str | None:
 
 
 def _resolve(
-    job: HopJob, result: np.ndarray | None = None, exc: BaseException | None = None
+    job: HopJob, result: HopResult | None = None, exc: BaseException | None = None
 ) -> None:
     if job.future is not None and job.loop is not None:
         _settle(job.loop, job.future, result, exc)

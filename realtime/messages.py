@@ -44,6 +44,7 @@ __all__ = [
     "Interrupt",
     "End",
     "Mesh",
+    "Basis",
     "Ready",
     "Answer",
     "Frame",
@@ -67,7 +68,9 @@ MAX_SAMPLE_RATE_HZ = 48000
 SAMPLE_RATE_STEP_HZ = 25
 MAX_AUDIO_S = 1.0  # most audio one `audio` message may hold
 AUDIO_MODES = ("ws", "webrtc")
-FORMATS = ("f16", "f32")
+# Frame formats: absolute vertices (f16 or f32), or the model's coefficients (f16), which the
+# client applies itself (morph targets on the GPU): ~100 bytes a frame instead of ~16 KB.
+FORMATS = ("f16", "f32", "coeffs")
 Direction = Literal["to_server", "to_client"]
 
 
@@ -109,8 +112,8 @@ class Hello:
     encoding: str  # "pcm_s16le" | "pcm_f32le"
     audio: str = "ws"  # "ws": audio messages; "webrtc": an offer follows
     identity: str | None = None  # None: server default; "auto": picked from the audio
-    format: str = "f16"  # vertex format of frames: "f16" | "f32"
-    weights: bool = False  # also send ARKit weights (f32) in every frame
+    format: str = "f16"  # frames carry vertices ("f16" | "f32") or coefficients ("coeffs")
+    weights: bool = False  # also send ARKit weights (f32) in every frame (not with "coeffs")
     token: str | None = None
 
     def __post_init__(self) -> None:
@@ -203,8 +206,28 @@ class Mesh:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Basis:
+    """What a client needs to apply coefficient frames: vertices = template + coeffs . vectors.
+
+    ``names`` are the K coefficient names (ARKit blendshape names for the facecap head, whose
+    morph targets the viewer already has: then ``vectors`` is omitted); ``vectors`` is
+    f16 little-endian (K*V*3) for any other basis."""
+
+    names: tuple[str, ...]
+    vectors: bytes | None = None
+
+    def __post_init__(self) -> None:
+        if not self.names:
+            raise _bad("basis.names", "a non-empty array of strings", self.names)
+        if self.vectors is not None and len(self.vectors) % (6 * len(self.names)):
+            raise _bad("basis.vectors", f"a multiple of {6 * len(self.names)} bytes "
+                       "(K*V*3 float16)", f"{len(self.vectors)} bytes")
+
+
+@dataclass(frozen=True, kw_only=True)
 class Ready:
-    """Answer to hello: session id, frame rate, identities and the face mesh."""
+    """Answer to hello: session id, frame rate, identities, the face mesh, and (for coefficient
+    frames) the motion basis."""
 
     type: ClassVar[str] = "ready"
     protocol: int = PROTOCOL_VERSION
@@ -214,6 +237,8 @@ class Ready:
     identity: str
     mesh: Mesh
     blendshapes: tuple[str, ...]
+    lookahead_ms: float | None = None  # audio the model waits for past a frame's time
+    basis: Basis | None = None  # only when the hello asked for format "coeffs"
 
     def __post_init__(self) -> None:
         if self.protocol != PROTOCOL_VERSION:
@@ -224,6 +249,14 @@ class Ready:
         _check_nonempty("session", self.session)
         _check_int("fps", self.fps, 1, 240)
         _check_nonempty("identity", self.identity)
+        if self.lookahead_ms is not None:
+            object.__setattr__(self, "lookahead_ms", float(self.lookahead_ms))
+            _check_float("lookahead_ms", self.lookahead_ms)
+        if self.basis is not None and self.basis.vectors is not None:
+            expected = 6 * len(self.basis.names) * self.mesh.vertex_count
+            if len(self.basis.vectors) != expected:
+                raise _bad("basis.vectors", f"{expected} bytes (K*V*3 float16)",
+                           f"{len(self.basis.vectors)} bytes")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -239,14 +272,16 @@ class Answer:
 
 @dataclass(frozen=True, kw_only=True)
 class Frame:
-    """One motion frame: absolute vertex positions at audio time ``t = seq / fps`` seconds."""
+    """One motion frame at audio time ``t = seq / fps`` seconds: absolute vertex positions, or
+    the model's coefficients (exactly one of ``vertices`` and ``coeffs``)."""
 
     type: ClassVar[str] = "frame"
     seq: int  # from 0, without gaps except counted drops
     t: float  # seconds, = seq / fps
-    vertices: bytes  # V*3 little-endian floats in the hello's format (f16 or f32)
+    vertices: bytes | None = None  # V*3 little-endian floats in the hello's format (f16 or f32)
     weights: bytes | None = None  # 52 ARKit weights, f32 little-endian, only if asked
     latency_ms: float  # motion latency of this frame (PROTOCOL.md §Timing)
+    coeffs: bytes | None = None  # K f16 little-endian, in ready.basis order (format "coeffs")
 
     def __post_init__(self) -> None:
         _check_int("seq", self.seq, 0)
@@ -254,9 +289,15 @@ class Frame:
         object.__setattr__(self, "latency_ms", float(self.latency_ms))
         _check_float("t", self.t)
         _check_float("latency_ms", self.latency_ms)
-        if not self.vertices or len(self.vertices) % 6:
+        if (self.vertices is None) == (self.coeffs is None):
+            raise _bad("vertices", "present exactly when 'coeffs' is absent",
+                       "both" if self.coeffs is not None else "neither")
+        if self.vertices is not None and (not self.vertices or len(self.vertices) % 6):
             raise _bad("vertices", "a non-empty multiple of 6 bytes (V*3 f16 or f32)",
                        f"{len(self.vertices)} bytes")
+        if self.coeffs is not None and (not self.coeffs or len(self.coeffs) % 2):
+            raise _bad("coeffs", "a non-empty multiple of 2 bytes (K float16)",
+                       f"{len(self.coeffs)} bytes")
         if self.weights is not None and len(self.weights) % 4:
             raise _bad("weights", "a multiple of 4 bytes (float32)", f"{len(self.weights)} bytes")
 
@@ -323,8 +364,9 @@ _SERVER_TYPES: dict[str, type[Any]] = {
 
 
 def _to_wire(value: object) -> object:
-    if isinstance(value, Mesh):
-        return {f.name: _to_wire(getattr(value, f.name)) for f in fields(value)}
+    if isinstance(value, Mesh | Basis):  # nested maps follow the same rule: nil is left out
+        return {f.name: _to_wire(getattr(value, f.name)) for f in fields(value)
+                if getattr(value, f.name) is not None}
     if isinstance(value, tuple):
         return [_to_wire(v) for v in value]
     return value
@@ -343,6 +385,7 @@ def encode(msg: Message) -> bytes:
 # --------------------------------------------------------------------------- decode
 
 _MISSING = object()
+_NESTED: dict[str, type[Any]] = {"Mesh": Mesh, "Basis": Basis}
 # Fields with a dataclass default for convenience in Python that a peer must still send.
 _WIRE_REQUIRED = frozenset({"protocol", "fps"})
 # Expected msgpack type of each field, by annotation string (the dataclass annotations are
@@ -363,12 +406,12 @@ def _convert(name: str, annotation: str, value: object) -> object:
         if optional:
             return None
         raise ProtocolError("bad_field_type", f"field {name!r} must not be nil")
-    if base == "Mesh":
+    if base in _NESTED:
         if not isinstance(value, dict):
             raise ProtocolError(
                 "bad_field_type", f"field {name!r} must be a map, got {type(value).__name__}"
             )
-        return _build(Mesh, value, prefix=f"{name}.")
+        return _build(_NESTED[base], value, prefix=f"{name}.")
     if base == "tuple[str, ...]":
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ProtocolError("bad_field_type", f"field {name!r} must be an array of strings")

@@ -27,6 +27,8 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from models.errors import UserError
+from models.face.load import load_rig
 from models.face.rig import ARKIT_NAMES
 from realtime import messages as wire
 from realtime.engine import (
@@ -117,7 +119,10 @@ class TalkerServer:
         self._connections: dict[str, _Connection] = {}
         self._sessions_started = 0  # hellos accepted: numbers the per-session seeds
         self._server: Server | None = None
+        self._template = np.asarray(self.contract.basis.template, np.float32)
         self._ready_msg_parts = self._mesh_parts()
+        self._basis_msg = wire.Basis(names=tuple(self.contract.basis.names),
+                                     vectors=self._basis_vectors())
         self.started_s = time.monotonic()
 
     # ------------------------------------------------------------------------------ lifecycle
@@ -350,6 +355,8 @@ class TalkerServer:
                 else conn.session.identity,
                 mesh=wire.Mesh(vertex_count=vertex_count, template=template, faces=faces),
                 blendshapes=names,
+                lookahead_ms=round(self.contract.lookahead_s * 1000.0, 3),
+                basis=self._basis_msg if hello.format == "coeffs" else None,
             )
         )
         log.info(
@@ -419,8 +426,9 @@ class TalkerServer:
             if session is None:
                 continue
             for request in session.ready_hops(time.monotonic()):
-                coeffs = await self.engine.submit(self._job(conn, request))
-                session.complete_hop(request.request_id, coeffs, time.monotonic())
+                result = await self.engine.submit(self._job(conn, request))
+                session.complete_hop(request.request_id, result.coeffs, time.monotonic(),
+                                     result.offsets)
                 conn.wake_sender.set()
                 conn.wake_pump.set()  # more hops may be ready now
             if session.ended:
@@ -439,6 +447,7 @@ class TalkerServer:
             ),
             reset=request.reset_state,
             final=request.padding_samples > 0,
+            offsets=conn.hello is not None and conn.hello.format != "coeffs",
         )
 
     async def _sender(self, conn: _Connection) -> None:
@@ -454,12 +463,9 @@ class TalkerServer:
                 continue
             now = time.monotonic()
             frames = session.drain_frames(now)
-            if frames:
-                # One matmul through the basis for every frame of this drain.
-                vertices = self.contract.basis.decode(np.stack([f.coeffs for f in frames]))
-                for frame, frame_vertices in zip(frames, vertices, strict=True):
-                    conn.protocol.send(self._frame_message(frame, frame_vertices, hello))
-                conn.frames_sent += len(frames)
+            for frame in frames:
+                conn.protocol.send(self._frame_message(frame, hello))
+            conn.frames_sent += len(frames)
             if now >= next_stats:
                 conn.protocol.send(wire.Stats(**session.stats(now)))
                 next_stats = now + self.config.stats_interval_s
@@ -468,10 +474,17 @@ class TalkerServer:
             if not await self._flush(conn):
                 return
 
-    def _frame_message(self, frame: OutFrame, vertices: np.ndarray, hello: wire.Hello,
-                       ) -> wire.Frame:
-        """``vertices``: (V, 3) metres, the frame's coefficients through the basis."""
-        dtype = "<f2" if hello.format == "f16" else "<f4"
+    def _frame_message(self, frame: OutFrame, hello: wire.Hello) -> wire.Frame:
+        """A coefficient frame (f16), or a vertex frame from the offsets the inference worker
+        decoded (template + offsets, in the hello's float format)."""
+        latency_ms = max(0.0, frame.latency_ms)
+        if hello.format == "coeffs":
+            return wire.Frame(seq=frame.seq, t=frame.t, latency_ms=latency_ms,
+                              coeffs=frame.coeffs.astype("<f2").tobytes())
+        offsets = frame.offsets
+        if offsets is None:  # not decoded by the worker (e.g. eased frames before any hop)
+            offsets = self.contract.basis.decode(frame.coeffs) - self._template
+        vertices = (self._template + offsets).astype("<f2" if hello.format == "f16" else "<f4")
         weights = None
         if hello.weights and self._weights_index is not None:
             full = np.zeros(len(self._ready_msg_parts[3]), dtype="<f4")
@@ -480,9 +493,9 @@ class TalkerServer:
         return wire.Frame(
             seq=frame.seq,
             t=frame.t,
-            vertices=vertices.astype(dtype).tobytes(),
+            vertices=vertices.tobytes(),
             weights=weights,
-            latency_ms=max(0.0, frame.latency_ms),
+            latency_ms=latency_ms,
         )
 
     async def _close_session(self, conn: _Connection) -> None:
@@ -506,6 +519,22 @@ class TalkerServer:
         )
 
     # ---------------------------------------------------------------------------------- mesh
+    def _basis_vectors(self) -> bytes | None:
+        """The basis vectors for coefficient frames (f16), unless the basis is the facecap
+        head's own blendshapes, whose morph targets the viewer loads from /assets/facecap.glb."""
+        basis = self.contract.basis
+        glb = self.config.assets_root / "facecap.glb"
+        if basis.kind == "arkit" and glb.is_file():
+            try:
+                rig = load_rig("facecap")
+            except UserError:  # the decoded asset is missing: send the vectors
+                rig = None
+            if (rig is not None and rig.template.shape == basis.template.shape
+                    and np.allclose(rig.template, basis.template, atol=1e-6)
+                    and all(n in rig.blendshape_names for n in basis.names)):
+                return None
+        return np.asarray(basis.vectors, dtype="<f2").tobytes()
+
     def _mesh_parts(self) -> tuple[bytes, bytes, int, tuple[str, ...]]:
         """The ``ready`` mesh from the model's basis: template, faces, and the coefficient
         names (widened to all 52 ARKit names when the basis is ARKit blendshapes)."""

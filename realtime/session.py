@@ -18,13 +18,18 @@ Input rate
 Timeline
     Audio is mono float32 at the model's rate on a session timeline of samples. Frame ``k``
     depicts audio time ``t_k = k / fps``; its sample is ``s(k) = floor(k * sample_rate / fps)``.
-    Frames are generated in hops of ``hop_frames``.
+    Frames are generated in hops of ``hop_frames`` (one frame by default: a frame is generated
+    as soon as its audio and the look-ahead have arrived), or of a power-of-two multiple of it
+    up to ``max_hop_frames`` when more frames are ready at once (a session catching up after a
+    slow round). Sizes are powers of two so that a worker that batches hops of equal size
+    across sessions sees few distinct sizes.
 
 Hop requests (the model contract)
     The hop starting at frame ``F`` with ``n`` frames is ready once timeline samples up to
     ``need = s(F + n - 1) + lookahead + 1`` have arrived (``lookahead = round(lookahead_s *
-    sample_rate)``), or once the stream has ended: then the last hop covers the remaining
-    frames (``n <= hop_frames``) and its samples are padded with zeros up to ``need``
+    sample_rate)``), or once the stream has ended: then the last hops cover the remaining
+    frames (the last one may be shorter than ``hop_frames``) and their samples are padded with
+    zeros up to ``need``
     (``padding_samples``). A request hands over exactly the samples the model has not seen yet,
     ``[sample_start, need)``: between resets every timeline sample is handed over exactly once,
     in order, look-ahead included. ``reset_state=True`` starts a fresh model stream whose first
@@ -121,7 +126,12 @@ class SessionConfig:
     # receptive field and the feature window). Adds directly to motion latency.
     lookahead_s: float
     identity_pick_s: float  # audio heard before identity "auto" picks the nearest style
-    hop_frames: int = 3  # frames generated per model call (3 = 100 ms at 30 fps)
+    # Frames per model call: 1 = a frame is generated as soon as its audio (plus look-ahead) is
+    # in, with no wait for a fuller hop (3 frames waited up to 67 ms more).
+    hop_frames: int = 1
+    # Most frames in one call when several are ready (a session catching up): hop_frames times a
+    # power of two, at most this.
+    max_hop_frames: int = 8
     # Outgoing queue bound: 3 s of frames for a client that stops reading; oldest dropped.
     max_pending_frames: int = 90
     identity_blend_frames: int = 15  # 0.5 s cross-fade of identity embeddings on a switch
@@ -136,7 +146,7 @@ class SessionConfig:
     latency_window_max: int = 1024  # most latencies kept for them (memory bound)
 
     def __post_init__(self) -> None:
-        positive = ("fps", "sample_rate_hz", "hop_frames", "max_pending_frames",
+        positive = ("fps", "sample_rate_hz", "hop_frames", "max_hop_frames", "max_pending_frames",
                     "max_in_flight_hops", "latency_window_max")
         for name in positive:
             if getattr(self, name) < 1:
@@ -178,7 +188,7 @@ class HopRequest:
 
     request_id: int
     frame_start: int  # session-local index of the first new frame
-    n_frames: int  # hop_frames, or fewer for the last hop after end
+    n_frames: int  # hop_frames times a power of two (<= max_hop_frames); the last may be fewer
     samples: NDArray[np.float32] = field(repr=False)  # (S,) new 16 kHz samples, in order
     sample_start: int  # timeline index of samples[0]
     padding_samples: int  # trailing zeros in `samples` past the end of the stream
@@ -193,6 +203,9 @@ class OutFrame:
     seq: int  # = frame index; gaps only where frames were dropped (counted)
     t: float  # seconds, seq / fps
     coeffs: NDArray[np.float32] = field(repr=False)  # (K,)
+    # (V, 3) vertex offsets from the template when the worker decoded them (vertex frames),
+    # eased like the coefficients; None for coefficient frames.
+    offsets: NDArray[np.float32] | None = field(repr=False)
     latency_ms: float
 
 
@@ -218,6 +231,7 @@ class _PlanItem:
     n: int
     arrivals: list[float] = field(default_factory=list)  # of each frame's audio sample
     coeffs: NDArray[np.float32] | None = None  # model output once completed
+    offsets: NDArray[np.float32] | None = None  # (n, V, 3) decoded by the worker, if asked
 
 
 @dataclass(frozen=True)
@@ -232,6 +246,7 @@ class _Ease:
 class _Queued:
     seq: int
     coeffs: NDArray[np.float32]
+    offsets: NDArray[np.float32] | None
     arrival: float
 
 
@@ -265,6 +280,7 @@ class Session:
         self._next_request_id = 0
         self._queue: deque[_Queued] = deque()
         self._last_raw: NDArray[np.float32] | None = None
+        self._last_offsets: NDArray[np.float32] | None = None
         self._last_gain = 1.0
         self._ease: _Ease | None = None
         self._coeff_dim: int | None = None
@@ -293,13 +309,28 @@ class Session:
         sr, fps = self.config.sample_rate_hz, self.config.fps
         return (self._received * fps + sr - 1) // sr
 
+    def _frames_ready(self) -> int:
+        """Frames from F on whose audio and look-ahead have all arrived (all after end)."""
+        if self._ended:
+            return self._frames_total() - self._next_frame
+        x = self._received - self._lookahead - 1  # the last sample the look-ahead allows
+        if x < 0:
+            return 0
+        sr, fps = self.config.sample_rate_hz, self.config.fps
+        last = ((x + 1) * fps - 1) // sr  # the largest k with s(k) <= x
+        return max(0, last - self._next_frame + 1)
+
     def _next_hop(self) -> tuple[int, int, bool] | None:
         """(n_frames, need, ready) of the hop at F, or None when no hop remains."""
-        n = self.config.hop_frames
+        cfg = self.config
+        ready = self._frames_ready()
+        if self._ended and ready <= 0:
+            return None
+        n = cfg.hop_frames
+        while 2 * n <= min(ready, cfg.max_hop_frames):
+            n *= 2
         if self._ended:
-            n = min(n, self._frames_total() - self._next_frame)
-            if n <= 0:
-                return None
+            n = min(n, ready)
         need = self._sample_of(self._next_frame + n - 1) + self._lookahead + 1
         return n, need, self._ended or need <= self._received
 
@@ -428,8 +459,10 @@ class Session:
             self._prune_arrivals()
         self._advance(now)
 
-    def complete_hop(self, request_id: int, coeffs: ArrayLike, now: float) -> None:
-        """Hand back the model output for a request: ``coeffs`` of shape (n_frames, K)."""
+    def complete_hop(self, request_id: int, coeffs: ArrayLike, now: float,
+                     offsets: NDArray[np.float32] | None = None) -> None:
+        """Hand back the model output for a request: ``coeffs`` of shape (n_frames, K), and,
+        for vertex frames, the vertex ``offsets`` (n_frames, V, 3) the worker decoded."""
         item = self._in_flight.get(request_id)
         if item is None:
             raise ValueError(f"unknown or already completed request_id {request_id}")
@@ -443,6 +476,10 @@ class Session:
         self._coeff_dim = c.shape[1]
         del self._in_flight[request_id]
         item.coeffs = c
+        if offsets is not None:
+            if len(offsets) != item.n:
+                raise ValueError(f"offsets must have {item.n} frames, got {len(offsets)}")
+            item.offsets = offsets
         self._advance(now)
 
     # ------------------------------------------------------------------ frames out
@@ -455,10 +492,13 @@ class Session:
                     break
                 for j in range(item.n):
                     self._last_raw = item.coeffs[j]
-                    self._queue_frame(item.start + j, item.coeffs[j], item.arrivals[j])
+                    self._last_offsets = None if item.offsets is None else item.offsets[j]
+                    self._queue_frame(item.start + j, item.coeffs[j], self._last_offsets,
+                                      item.arrivals[j])
             elif item.kind == "synth" and self._last_raw is not None:
                 for j in range(item.n):
-                    self._queue_frame(item.start + j, self._last_raw, item.arrivals[j])
+                    self._queue_frame(item.start + j, self._last_raw, self._last_offsets,
+                                      item.arrivals[j])
             self._next_out = item.start + item.n
             self._plan.popleft()
 
@@ -473,14 +513,17 @@ class Session:
             return 0.0
         return ease.gain0 * max(0.0, 1.0 - (k - ease.start + 1) / ease.frames)
 
-    def _queue_frame(self, k: int, raw: NDArray[np.float32], arrival: float) -> None:
+    def _queue_frame(self, k: int, raw: NDArray[np.float32], offsets: NDArray[np.float32] | None,
+                     arrival: float) -> None:
         gain = self._gain(k)
         self._last_gain = gain
         coeffs = raw if gain == 1.0 else (raw * np.float32(gain)).astype(np.float32)
+        if offsets is not None and gain != 1.0:  # the basis is linear: ease the offsets alike
+            offsets = (offsets * np.float32(gain)).astype(np.float32)
         if len(self._queue) >= self.config.max_pending_frames:
             self._queue.popleft()
             self.dropped_frames += 1
-        self._queue.append(_Queued(k, coeffs, arrival))
+        self._queue.append(_Queued(k, coeffs, offsets, arrival))
         self._next_out = k + 1
 
     def drain_frames(self, now: float) -> list[OutFrame]:
@@ -490,7 +533,8 @@ class Session:
         for q in self._queue:
             latency_ms = (now - q.arrival) * 1000.0
             self._latency.add(latency_ms, now)
-            out.append(OutFrame(seq=q.seq, t=q.seq / fps, coeffs=q.coeffs, latency_ms=latency_ms))
+            out.append(OutFrame(seq=q.seq, t=q.seq / fps, coeffs=q.coeffs, offsets=q.offsets,
+                                latency_ms=latency_ms))
         self._queue.clear()
         self.frames_sent += len(out)
         return out

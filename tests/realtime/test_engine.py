@@ -59,9 +59,9 @@ async def test_streams_submitted_together_share_one_batch_and_keep_their_order(e
     # one hop per stream per batch: [a0, b0], then [a1], then [a2]
     assert list(engine.batch_sizes) == [2, 1, 1]
     assert engine.jobs_run == 4 and engine.queue_depth == 0
-    np.testing.assert_allclose(np.concatenate(out_a), reference(tiny_model, a, 11, 3, "alice"),
-                               atol=1e-5)
-    np.testing.assert_allclose(out_b[0], reference(tiny_model, b, 12, 1, "bob"), atol=1e-5)
+    np.testing.assert_allclose(np.concatenate([r.coeffs for r in out_a]),
+                               reference(tiny_model, a, 11, 3, "alice"), atol=1e-5)
+    np.testing.assert_allclose(out_b[0].coeffs, reference(tiny_model, b, 12, 1, "bob"), atol=1e-5)
 
 
 async def test_close_stream_fails_its_pending_hops_only(engine):
@@ -75,7 +75,7 @@ async def test_close_stream_fails_its_pending_hops_only(engine):
         with pytest.raises(EngineError, match="closed"):
             await future
     engine.start()
-    assert (await pending_b).shape[0] == HOP
+    assert (await pending_b).coeffs.shape[0] == HOP
     late = engine.submit(job("a", speechlike(0.5, 0)))  # a hop for a closed stream fails alone
     with pytest.raises(EngineError, match="not open"):
         await late
@@ -102,7 +102,8 @@ async def test_a_failing_batch_fails_its_jobs_and_the_worker_survives(engine, ti
             await future
     # the worker lives on; a failed stream starts afresh
     again = await engine.submit(job("a", speechlike(0.5, 0)))
-    assert again.shape == (HOP, tiny_model.config.denoiser.n_coeffs)
+    assert again.coeffs.shape == (HOP, tiny_model.config.denoiser.n_coeffs)
+    assert again.offsets is None  # not asked for
 
 
 async def test_a_job_without_enough_audio_fails_alone(engine):
@@ -113,7 +114,7 @@ async def test_a_job_without_enough_audio_fails_alone(engine):
     engine.start()
     with pytest.raises(EngineError, match="audio covers"):
         await bad
-    assert (await good).shape[0] == HOP
+    assert (await good).coeffs.shape[0] == HOP
 
 
 async def test_final_hop_pads_the_look_ahead(engine, tiny_model):
@@ -124,7 +125,7 @@ async def test_final_hop_pads_the_look_ahead(engine, tiny_model):
     last = await engine.submit(job("a", audio[4000:], final=True))
     offline = tiny_model.generate(audio, identity="alice", seed=3)
     assert offline.shape[0] == 6
-    np.testing.assert_allclose(np.concatenate([first, last]), offline, atol=1e-5)
+    np.testing.assert_allclose(np.concatenate([first.coeffs, last.coeffs]), offline, atol=1e-5)
 
 
 async def test_call_runs_on_the_worker_thread(engine):
@@ -150,3 +151,18 @@ async def test_stop_fails_whatever_is_pending(tiny_model):
         await future
     with pytest.raises(EngineError, match="stopped"):
         eng.submit(job("a", speechlike(0.5, 0)))
+
+
+async def test_vertex_offsets_are_decoded_by_the_worker_for_the_jobs_that_ask(engine, tiny_model):
+    engine.open_stream("v", seed=1)
+    engine.open_stream("c", seed=2)
+    engine.start()
+    wants = HopJob(stream_id="v", samples=speechlike(0.5, 0), n_frames=HOP,
+                   identity=IdentityMix("alice", "alice", np.ones(HOP, np.float32)), offsets=True)
+    result, other = await asyncio.gather(engine.submit(wants),
+                                         engine.submit(job("c", speechlike(0.5, 1))))
+    basis = tiny_model.contract.basis
+    assert result.offsets is not None and result.offsets.shape == (HOP, basis.vertex_count, 3)
+    np.testing.assert_allclose(basis.template + result.offsets, basis.decode(result.coeffs),
+                               atol=1e-5)
+    assert other.offsets is None

@@ -416,3 +416,40 @@ async def test_origin_check(make_server):
     anyone = await make_server(allow_origins=("*",))
     async with connect(ws_url(anyone), origin="http://evil.example"):  # type: ignore[arg-type]
         pass
+
+
+async def test_coefficient_frames_carry_the_models_coefficients_in_a_few_hundred_bytes(
+        make_server, speech, tiny_model):
+    server = await make_server(seed=40)
+    audio16 = speech.audio16
+    chunks = [audio(audio16[i:i + 8000], "pcm_f32le") for i in range(0, audio16.size, 8000)]
+    received, close_code = await raw_session(
+        ws_url(server), [hello(format="coeffs", encoding="pcm_f32le"), *chunks,
+                         wire.encode(wire.End())], timeout_s=30.0)
+    assert close_code == 1000, error_of(received)
+    ready = received[0]
+    assert isinstance(ready, wire.Ready) and ready.basis is not None
+    contract = tiny_model.contract
+    assert ready.basis.names == contract.basis.names
+    assert ready.basis.vectors is None  # the facecap head's own blendshapes: the viewer has them
+    assert ready.lookahead_ms == pytest.approx(contract.lookahead_s * 1000, abs=1e-3)
+    frames = [m for m in received if isinstance(m, wire.Frame)]
+    assert [f.seq for f in frames] == list(range(expected_frames(audio16.size, 16000)))
+    assert all(f.vertices is None and f.weights is None for f in frames)
+    streamed = np.stack([np.frombuffer(f.coeffs or b"", "<f2") for f in frames])
+    offline = tiny_model.generate(audio16, identity="alice", seed=41)
+    np.testing.assert_allclose(streamed, offline, atol=2e-3, rtol=2e-3)  # f16 on the wire
+    sizes = [len(wire.encode(f)) for f in frames]
+    assert max(sizes) < 200  # vs ~16 KB of f16 vertices
+    assert max(sizes) * contract.fps < 10 * 1024  # well under 10 KiB/s
+
+
+async def test_a_basis_the_viewer_does_not_have_travels_in_ready(make_server, tmp_path):
+    server = await make_server(assets_root=tmp_path)  # no facecap.glb served
+    async with connect(ws_url(server), max_size=None) as ws:
+        await ws.send(hello(format="coeffs"))
+        ready = wire.decode(await asyncio.wait_for(ws.recv(), 5.0), direction="to_client")
+    assert isinstance(ready, wire.Ready) and ready.basis is not None
+    basis = server.contract.basis
+    vectors = np.frombuffer(ready.basis.vectors or b"", "<f2").reshape(basis.vectors.shape)
+    np.testing.assert_allclose(vectors, basis.vectors, atol=1e-3, rtol=1e-3)

@@ -17,8 +17,10 @@ K = 2  # coefficient count of the fake model
 
 
 def config(**policy) -> SessionConfig:
-    """A session config as a 16 kHz / 30 fps model's contract dictates, plus ``policy``."""
-    fields = {"fps": 30, "sample_rate_hz": SR, "lookahead_s": 0.1, "identity_pick_s": 3.0}
+    """A session config as a 16 kHz / 30 fps model's contract dictates, plus ``policy``; hops
+    of exactly 3 frames unless the test says otherwise (the exact timelines below use them)."""
+    fields = {"fps": 30, "sample_rate_hz": SR, "lookahead_s": 0.1, "identity_pick_s": 3.0,
+              "hop_frames": 3, "max_hop_frames": 3}
     return SessionConfig(**{**fields, **policy})
 
 
@@ -464,3 +466,44 @@ def test_for_model_takes_rates_lookahead_and_pick_seconds_from_the_contract() ->
     assert (cfg.fps, cfg.sample_rate_hz, cfg.lookahead_s, cfg.identity_pick_s,
             cfg.hop_frames) == (25, 22050, 0.08, 2.0, 1)
     assert cfg.lookahead_samples == round(0.08 * 22050)
+
+
+# ---- one-frame hops (the default): a frame goes to the model as soon as its audio is in
+
+
+def test_one_frame_hop_is_ready_exactly_when_its_lookahead_arrived() -> None:
+    session = Session(config(hop_frames=1, max_hop_frames=8, lookahead_s=0.1), "a")
+    need0 = s_of(0) + 1600 + 1
+    session.feed_audio(np.zeros(need0 - 1, np.float32), 0.0)
+    assert session.ready_hops(0.0) == []
+    session.feed_audio(np.zeros(1, np.float32), 0.1)
+    (req,) = session.ready_hops(0.1)
+    assert (req.frame_start, req.n_frames, req.samples.size) == (0, 1, need0)
+    session.complete_hop(req.request_id, fake_coeffs(req), 0.1)
+    session.feed_audio(np.zeros(s_of(1) - s_of(0), np.float32), 0.2)  # exactly frame 1's audio
+    (req,) = session.ready_hops(0.2)
+    assert (req.frame_start, req.n_frames) == (1, 1)
+
+
+@pytest.mark.parametrize("ready, sizes", [(1, [1]), (2, [2]), (3, [2, 1]), (7, [4, 2, 1]),
+                                          (8, [8]), (13, [8, 4, 1]), (20, [8, 8, 4])])
+def test_a_session_catching_up_sends_power_of_two_hops(ready: int, sizes: list[int]) -> None:
+    session = Session(config(hop_frames=1, max_hop_frames=8, lookahead_s=0.0,
+                             stale_window_s=math.inf), "a")
+    session.feed_audio(np.zeros(s_of(ready - 1) + 1, np.float32), 0.0)  # frames 0..ready-1
+    got = []
+    while reqs := session.ready_hops(0.0):
+        (req,) = reqs
+        got.append(req.n_frames)
+        session.complete_hop(req.request_id, fake_coeffs(req), 0.0)
+    assert got == sizes
+    assert [f.seq for f in session.drain_frames(0.0)] == list(range(ready))
+
+
+def test_one_frame_hops_give_the_same_frames_as_three_frame_hops() -> None:
+    audio = noise(1.37, seed=3)
+    one = stream(audio, 320, Session(config(hop_frames=1, max_hop_frames=8), "a"))
+    three = stream(audio, 320, Session(config(), "a"))
+    assert [f.seq for f in one] == [f.seq for f in three] == list(range(len(one)))
+    for a, b in zip(one, three, strict=True):
+        np.testing.assert_array_equal(a.coeffs, b.coeffs)
