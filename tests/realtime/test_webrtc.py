@@ -82,3 +82,22 @@ async def test_webrtc_session_streams_frames_and_ends_with_the_track(make_server
     # Opus adds a few ms of priming; the first packets may arrive before the track is wired up
     assert expected - 6 <= len(frames) <= expected + 6
     assert len(frames[0].vertices) == ready.mesh.vertex_count * 3 * 2  # f16
+
+
+async def test_audio_receivers_get_a_one_frame_jitter_prefetch() -> None:
+    from aiortc import RTCPeerConnection
+    from aiortc.jitterbuffer import JitterBuffer
+
+    from realtime.webrtc import AUDIO_JITTER_PREFETCH, _shorten_jitter_buffer
+
+    pc = RTCPeerConnection()
+    try:
+        receiver = pc.addTransceiver("audio", direction="recvonly").receiver
+        before = receiver._RTCRtpReceiver__jitter_buffer  # type: ignore[attr-defined]
+        assert isinstance(before, JitterBuffer) and before._prefetch == 4  # aiortc's 80 ms
+        _shorten_jitter_buffer(receiver)
+        after = receiver._RTCRtpReceiver__jitter_buffer  # type: ignore[attr-defined]
+        assert after._prefetch == AUDIO_JITTER_PREFETCH == 1
+        assert after.capacity == before.capacity
+    finally:
+        await pc.close()
