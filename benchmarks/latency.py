@@ -1,22 +1,28 @@
 """Motion latency and concurrency of a real ``talker serve`` (DESIGN §6, §10).
 
 Starts ``talker serve`` as a subprocess on 127.0.0.1 (a free port), waits for ``/health``, then
-for each step of a ladder of concurrent sessions (default 1, 2, 4, 8, 16, 32; it stops after the
-first step whose p95 passes ``--stop-p95-ms``) streams espeak-ng speech (sentences with pauses,
-one voice per session) paced like a microphone over real WebSockets, and records per frame:
+for each step of a ladder of concurrent sessions (default 1, 2, 4, 8, 16, 32, 64; it stops after
+the first step whose p95 passes ``--stop-p95-ms``) streams espeak-ng speech (sentences with
+pauses, one voice per session) paced like a microphone over real WebSockets, at ``--input-rate``
+(16 kHz, or 48 kHz as browsers capture), asking for ``--format`` frames (coefficients, as the
+viewer does, or vertices), with starts spread over ``--stagger-s`` (0: all together), and records
+per frame:
 
 - server-side motion latency (``frame.latency_ms``: frame sent - its audio arrived), and
 - client-side motion latency (frame received - the audio sample at its ``t`` was sent).
 
 Per step: p50/p95/p99 of both, frames delivered vs expected (ceil(duration * 30) a session), seq
-gaps, drops the server reported, the real-time factor (inference-worker busy seconds per second of
-audio), and the server process's CPU % (100 = one core) and RSS, sampled with psutil during the
-step. Then the same through WebRTC (aiortc client peers, Opus at 48 kHz) for 1 and 4 sessions to
-show what that transport adds. Writes JSON and a PNG plot, prints a table.
+gaps, drops the server reported, bytes received per second per stream, the real-time factor
+(inference-worker busy seconds per second of audio), and the server process's CPU % (100 = one
+core) and RSS, sampled with psutil during the step. Then the same through WebRTC (aiortc client
+peers, Opus at 48 kHz) for 1 and 4 sessions to show what that transport adds. Writes JSON and a
+PNG plot, prints a table.
 
     python -m benchmarks.latency                       # the trained default model, full ladder
     python -m benchmarks.latency --quick               # ~20 s: tiny random model, 1 and 2 streams
     python -m benchmarks.latency --checkpoint PATH --streams 1,4,16 --seconds 20
+    python -m benchmarks.latency --streams 1 --input-rate 48000      # a browser's capture rate
+    python -m benchmarks.latency --streams 64 --stagger-s 0 --no-webrtc  # 64 starting together
 """
 
 from __future__ import annotations
@@ -63,7 +69,7 @@ from benchmarks.common import (
 )
 from models.errors import ConfigError
 
-LADDER = (1, 2, 4, 8, 16, 32)
+LADDER = (1, 2, 4, 8, 16, 32, 64)
 WEBRTC_LADDER = (1, 4)
 DEFAULT_CHECKPOINT = REPO / "models" / "weights" / "default.safetensors"
 
@@ -181,7 +187,8 @@ def start_server(model_args: list[str], extra: list[str], max_sessions: int, see
                  workdir: Path, startup_timeout_s: float) -> Server:
     port = free_port()
     command = [*talker_command(), "serve", "--host", "127.0.0.1", "--port", str(port),
-               "--max-sessions", str(max_sessions), "--seed", str(seed), *model_args, *extra]
+               "--max-sessions", str(max_sessions), "--max-per-address", str(max_sessions),
+               "--seed", str(seed), *model_args, *extra]
     log_path = workdir / "server.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
@@ -215,6 +222,7 @@ class Outcome:
     end_frames: int | None = None
     dropped_reported: int = 0
     wall_s: float = 0.0
+    bytes_per_s: float | None = None  # received, frames and all, per second of the session
     error: str | None = None
 
     @property
@@ -222,17 +230,18 @@ class Outcome:
         return int(self.seq[-1] + 1 - len(self.seq)) if self.seq else 0
 
 
-async def session(url: str, audio: np.ndarray, delay_s: float, timeout_s: float,
-                  transport: str) -> Outcome:
-    """One paced session over the WebSocket ("ws") or as a WebRTC track ("webrtc")."""
+async def session(url: str, audio: np.ndarray, rate: int, delay_s: float, timeout_s: float,
+                  transport: str, frame_format: str) -> Outcome:
+    """One paced session over the WebSocket ("ws") or as a WebRTC track ("webrtc"), sending
+    ``audio`` at ``rate`` Hz and asking for ``frame_format`` frames."""
     from realtime.client import ClientError, StreamOptions, stream_file, stream_file_webrtc
 
-    out = Outcome(expected=math.ceil(audio.size * FPS / SAMPLE_RATE))
+    out = Outcome(expected=math.ceil(audio.size * FPS / rate))
     await asyncio.sleep(delay_s)
-    options = StreamOptions(realtime=True, keep_vertices=False)
+    options = StreamOptions(realtime=True, keep_vertices=False, format=frame_format)
     run = stream_file if transport == "ws" else stream_file_webrtc
     try:
-        result = await asyncio.wait_for(run(url, audio, SAMPLE_RATE, options), timeout_s)
+        result = await asyncio.wait_for(run(url, audio, rate, options), timeout_s)
     except (ClientError, TimeoutError, OSError) as exc:
         out.error = f"{type(exc).__name__}: {exc}"
         return out
@@ -240,22 +249,24 @@ async def session(url: str, audio: np.ndarray, delay_s: float, timeout_s: float,
     out.client_ms, out.end_frames = list(result.client_latency_ms), result.end_frames
     out.dropped_reported = max((s.dropped_frames for s in result.stats), default=0)
     out.wall_s = result.wall_s
+    out.bytes_per_s = result.bytes_per_s
     return out
 
 
 # ----------------------------------------------------------------------------------- steps
-async def run_step(server: Server, transport: str, audios: list[np.ndarray],
-                   stagger_s: float) -> dict[str, Any]:
+async def run_step(server: Server, transport: str, audios: list[np.ndarray], rate: int,
+                   stagger_s: float, frame_format: str) -> dict[str, Any]:
     """All sessions of one ladder step, concurrently; session i starts after i/n * stagger_s
-    (spreading starts over one hop, as independent users would) -> the step's summary."""
+    (0: all together; else spread, as independent users would) -> the step's summary."""
     n = len(audios)
-    duration = audios[0].size / SAMPLE_RATE
+    duration = audios[0].size / rate
     timeout = duration + 60.0
     before = await asyncio.to_thread(server.checked_health)
     usage0, wall0 = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
     sampler = ProcSampler(server.proc.pid)
     sampler.start()
-    outcomes = await asyncio.gather(*(session(server.url, a, i * stagger_s / n, timeout, transport)
+    outcomes = await asyncio.gather(*(session(server.url, a, rate, i * stagger_s / n, timeout,
+                                              transport, frame_format)
                                       for i, a in enumerate(audios)))
     proc = await sampler.stop()
     usage1, wall = resource.getrusage(resource.RUSAGE_SELF), time.monotonic() - wall0
@@ -265,9 +276,14 @@ async def run_step(server: Server, transport: str, audios: list[np.ndarray],
     batches = after["engine"]["batches"] - before["engine"]["batches"]
     hops = after["engine"]["hops"] - before["engine"]["hops"]
     client_cpu = (usage1.ru_utime + usage1.ru_stime - usage0.ru_utime - usage0.ru_stime)
+    per_stream = [o.bytes_per_s for o in ok if o.bytes_per_s is not None]
     return {
         "transport": transport,
+        "format": frame_format,
+        "input_rate_hz": rate,
+        "stagger_s": stagger_s,
         "streams": n,
+        "bytes_per_s_per_stream": round(float(np.mean(per_stream))) if per_stream else None,
         "audio_s": round(duration, 3),
         "sessions_ok": len(ok),
         "errors": [o.error for o in outcomes if o.error is not None],
@@ -297,7 +313,7 @@ def worst_p95(step: dict[str, Any]) -> float:
 COL = 7  # column width of the table printed row by row
 TABLE_HEADERS = ("via", "streams", "srv p50", "srv p95", "srv p99", "cli p50", "cli p95",
                  "cli p99", "frames", "gaps", "drops", "RTF", "srv CPU%", "srv RSS MB",
-                 "errors")
+                 "KiB/s", "errors")
 
 
 def table_row(step: dict[str, Any]) -> list[Any]:
@@ -306,7 +322,11 @@ def table_row(step: dict[str, Any]) -> list[Any]:
             c["p95"], c["p99"], f"{f['delivered']}/{f['expected']}", step["gaps"],
             step["dropped_reported"], step["real_time_factor"],
             step["server_process"]["cpu_percent_mean"], step["server_process"]["rss_mb_max"],
-            len(step["errors"])]
+            _kib(step["bytes_per_s_per_stream"]), len(step["errors"])]
+
+
+def _kib(value: float | None) -> str:
+    return "-" if value is None else f"{value / 1024:.1f}"
 
 
 # ------------------------------------------------------------------------------------ plot
@@ -385,6 +405,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                                         " quick 1,2)")
     p.add_argument("--webrtc", type=parse_ints,
                    help="WebRTC stream counts (default 1,4; quick 1)")
+    p.add_argument("--format", choices=("coeffs", "f16", "f32"), default="coeffs",
+                   help="frames asked for: coefficients (the viewer's default) or vertices")
+    p.add_argument("--input-rate", type=int, default=SAMPLE_RATE,
+                   help="rate the clients send at (16000; 48000 as browsers capture)")
     p.add_argument("--no-webrtc", action="store_true")
     p.add_argument("--seconds", type=float, help="audio per session (default 12; quick 3)")
     p.add_argument("--stop-p95-ms", type=float, default=1000.0,
@@ -406,19 +430,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 async def bench(args: argparse.Namespace, server: Server, workdir: Path) -> dict[str, Any]:
+    from models.audio import resample
+
     n_max = max(args.streams + tuple(args.webrtc))
+    rate = args.input_rate
     audios = [espeak_utterance(args.seconds, VOICES[i % len(VOICES)], i, workdir / "wav",
                                args.seed) for i in range(n_max)]
-    print(f"speech: {n_max} utterances of {args.seconds:g} s, voices "
-          f"{', '.join(VOICES[:min(n_max, len(VOICES))])}", flush=True)
-    warm = await session(server.url, audios[0][: SAMPLE_RATE * 2], 0.0, 120.0, "ws")  # not measured
+    if rate != SAMPLE_RATE:  # as a browser or a 48 kHz microphone would send it
+        audios = [resample(a, SAMPLE_RATE, rate) for a in audios]
+    print(f"speech: {n_max} utterances of {args.seconds:g} s at {rate} Hz, voices "
+          f"{', '.join(VOICES[:min(n_max, len(VOICES))])}; {args.format} frames", flush=True)
+    warm = await session(server.url, audios[0][: rate * 2], rate, 0.0, 120.0, "ws",
+                         args.format)  # not measured
     if warm.error is not None:
         raise ConfigError(f"warm-up session failed: {warm.error}\n{server.log_tail()}")
     steps: list[dict[str, Any]] = []
     stopped = None
     print(format_table(TABLE_HEADERS, [], COL), flush=True)
     for n in args.streams:
-        step = await run_step(server, "ws", audios[:n], args.stagger_s)
+        step = await run_step(server, "ws", audios[:n], rate, args.stagger_s, args.format)
         steps.append(step)
         print(format_table(TABLE_HEADERS, [table_row(step)], COL).splitlines()[-1], flush=True)
         if step["errors"]:
@@ -430,7 +460,7 @@ async def bench(args: argparse.Namespace, server: Server, workdir: Path) -> dict
         await asyncio.sleep(0.5)
     webrtc: list[dict[str, Any]] = []
     for n in args.webrtc:
-        step = await run_step(server, "webrtc", audios[:n], args.stagger_s)
+        step = await run_step(server, "webrtc", audios[:n], rate, args.stagger_s, args.format)
         webrtc.append(step)
         print(format_table(TABLE_HEADERS, [table_row(step)], COL).splitlines()[-1], flush=True)
         await asyncio.sleep(0.5)
@@ -487,6 +517,7 @@ def main(argv: list[str] | None = None) -> int:
         "config": {"streams": list(args.streams), "webrtc": list(args.webrtc),
                    "seconds": args.seconds, "stop_p95_ms": args.stop_p95_ms,
                    "stagger_s": args.stagger_s, "seed": args.seed, "fps": FPS,
+                   "format": args.format, "input_rate_hz": args.input_rate,
                    "voices": list(VOICES)},
         **runs,
         "wall_s": round(time.monotonic() - started, 1),

@@ -4,7 +4,8 @@ Inside the server, audio is 16 kHz mono float32 in [-1, 1] (DESIGN §6). Clients
 any rate in 8000..48000 Hz (``pcm_s16le`` or ``pcm_f32le``); WebRTC peers deliver 48 kHz,
 usually stereo, 20 ms frames. This module turns both into 16 kHz samples:
 
-- :func:`decode_pcm` checks and converts one message's bytes (``ProtocolError("bad_audio")``);
+- :func:`decode_pcm` checks and converts one message's bytes (``ProtocolError("bad_audio")``):
+  float samples are finite and within ``±F32_MAX_ABS`` (overshoot past full scale is clipped);
 - :func:`downmix_interleaved` averages interleaved channels (WebRTC frames);
 - :class:`StreamingResampler` and :func:`resample` convert the rate. They are
   ``models.audio``'s (scipy polyphase), the very converter that prepared the training audio; its
@@ -28,11 +29,12 @@ from models.audio import (
     pcm16_to_float,
     resample,
 )
-from realtime.errors import ProtocolError
+from realtime.errors import ProtocolError, echo
 
 __all__ = [
     "Encoding",
     "ENCODINGS",
+    "F32_MAX_ABS",
     "StreamingResampler",
     "bytes_per_sample",
     "decode_pcm",
@@ -44,13 +46,18 @@ __all__ = [
 Encoding = Literal["pcm_s16le", "pcm_f32le"]
 ENCODINGS: tuple[str, ...] = ("pcm_s16le", "pcm_f32le")
 _DTYPES: dict[str, np.dtype[Any]] = {"pcm_s16le": np.dtype("<i2"), "pcm_f32le": np.dtype("<f4")}
+# Largest |sample| accepted in pcm_f32le. Float audio may overshoot full scale a little (an
+# unclipped mix, a browser's float capture): up to +6 dBFS is clipped to [-1, 1] as a converter
+# would. Beyond that the bytes are not audio (1e20 overflowed the model's features to NaN and
+# ended the session as a server error): the client's error, `bad_audio`.
+F32_MAX_ABS = 2.0
 
 
 def bytes_per_sample(encoding: str) -> int:
     """Bytes of one mono sample in ``encoding`` (2 or 4)."""
     if encoding not in _DTYPES:
         raise ProtocolError(
-            "bad_audio", f"encoding must be one of {', '.join(ENCODINGS)}, got {encoding!r}"
+            "bad_audio", f"encoding must be one of {', '.join(ENCODINGS)}, got {echo(encoding)}"
         )
     return _DTYPES[encoding].itemsize
 
@@ -58,9 +65,10 @@ def bytes_per_sample(encoding: str) -> int:
 def decode_pcm(data: bytes, encoding: str) -> NDArray[np.float32]:
     """Mono PCM bytes -> float32 samples, shape ``(n,)``.
 
-    ``pcm_s16le`` is scaled by 1/32768; ``pcm_f32le`` is taken as is but must be finite.
-    Raises ``ProtocolError("bad_audio")`` for a length that is not a whole number of samples
-    or for NaN/inf values.
+    ``pcm_s16le`` is scaled by 1/32768; ``pcm_f32le`` must be finite with ``|x| <=
+    F32_MAX_ABS`` and is clipped to [-1, 1]. Raises ``ProtocolError("bad_audio")``, naming the
+    first bad sample, for a length that is not a whole number of samples, NaN/inf, or a value
+    out of range.
     """
     width = bytes_per_sample(encoding)
     if len(data) % width:
@@ -73,12 +81,15 @@ def decode_pcm(data: bytes, encoding: str) -> NDArray[np.float32]:
     if encoding == "pcm_s16le":
         return pcm16_to_float(raw)
     samples = raw.astype(np.float32)  # native byte order copy
-    if not np.isfinite(samples).all():
-        bad = int(np.flatnonzero(~np.isfinite(samples))[0])
+    with np.errstate(invalid="ignore"):
+        ok = np.abs(samples) <= F32_MAX_ABS  # False for NaN and inf too
+    if not ok.all():
+        bad = int(np.flatnonzero(~ok)[0])
         raise ProtocolError(
-            "bad_audio", f"audio sample {bad} is {samples[bad]}; pcm_f32le samples must be finite"
+            "bad_audio", f"audio sample {bad} is {samples[bad]:g}; pcm_f32le samples must be "
+            f"finite and within ±{F32_MAX_ABS:g} (full scale is ±1)"
         )
-    return samples
+    return np.clip(samples, -1.0, 1.0, out=samples)
 
 
 def encode_pcm(samples: ArrayLike, encoding: str) -> bytes:

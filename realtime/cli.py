@@ -7,12 +7,18 @@ code. ``talker.cli`` puts these beside the offline commands of ``models.training
 from __future__ import annotations
 
 import argparse
+import os
+import ssl
+from collections.abc import Mapping
 from pathlib import Path
 
 from models.errors import ConfigError
+from realtime.admission import AdmissionConfig
 from talker.args import positive_int
 
-__all__ = ["add_commands", "load_model"]
+__all__ = ["TOKEN_ENV", "add_commands", "load_model", "serve_token"]
+
+TOKEN_ENV = "TALKER_TOKEN"  # the serve token from the environment (not visible in `ps`)
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -63,16 +69,46 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     model = _on_device(load_model(args.checkpoint, args.random_model), args.device)
     config = ServerConfig(
-        host=args.host, port=args.port, token=args.token, max_sessions=args.max_sessions,
+        host=args.host, port=args.port, max_sessions=args.max_sessions,
+        token=serve_token(args.token, args.token_file, os.environ),
         allow_origins=tuple(args.allow_origin or ()), idle_timeout_s=args.idle_timeout,
-        seed=args.seed,
+        seed=args.seed, certfile=args.certfile, keyfile=args.keyfile,
+        webrtc_host=args.webrtc_host, webrtc_public_ip=args.webrtc_public_ip,
+        admission=AdmissionConfig(max_connections_per_address=args.max_per_address),
     )
     from realtime.engine import EngineConfig
+    from realtime.session import SessionConfig
 
-    server = TalkerServer(model, config, engine_config=EngineConfig(torch_threads=args.threads))
-    print(f"diffusion-talker: open http://{args.host}:{args.port}/ in a browser", flush=True)
+    session = SessionConfig.for_model(model.contract, hop_frames=args.hop_frames,
+                                      max_hop_frames=max(8, args.hop_frames))
+    server = TalkerServer(model, config, session_config=session,
+                          engine_config=EngineConfig(torch_threads=args.threads))
+    scheme = "https" if args.certfile else "http"
+    print(f"diffusion-talker: open {scheme}://{args.host}:{args.port}/ in a browser", flush=True)
     asyncio.run(server.serve_forever())
     return 0
+
+
+def serve_token(token: str | None, token_file: str | None,
+                environ: Mapping[str, str]) -> str | None:
+    """The token ``serve`` requires: ``--token``, else the first line of ``--token-file``, else
+    ``$TALKER_TOKEN``; None (no token) when none is given. Both flags at once is an error."""
+    if token is not None and token_file is not None:
+        raise ConfigError("give the token with --token or --token-file, not both")
+    if token_file is not None:
+        try:
+            lines = Path(token_file).read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"--token-file {token_file}: cannot read it ({exc})") from None
+        token = lines[0].strip() if lines else ""
+        if not token:
+            raise ConfigError(f"--token-file {token_file}: the first line is empty")
+        return token
+    if token is None:
+        token = environ.get(TOKEN_ENV) or None
+    if token is not None and not token.strip():
+        raise ConfigError("the token is empty")
+    return token
 
 
 def _add_serve(sub: argparse._SubParsersAction) -> None:
@@ -82,12 +118,33 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", help="model .safetensors (default: the shipped model)")
     p.add_argument("--random-model", action="store_true",
                    help="serve an untrained model of the real class (development only)")
-    p.add_argument("--token", help="require this token in every hello (close 1008 otherwise)")
+    p.add_argument("--token", help="require this token in every hello (close 1008 otherwise); "
+                   f"visible to other users in `ps`: prefer --token-file or ${TOKEN_ENV}")
+    p.add_argument("--token-file", metavar="PATH",
+                   help=f"read the token from this file's first line (default: ${TOKEN_ENV} "
+                   "when set, else no token)")
     p.add_argument("--max-sessions", type=positive_int, default=32)
     p.add_argument("--allow-origin", action="append", metavar="ORIGIN",
-                   help="browser origin allowed to connect (repeatable; '*' = any). "
-                        "Default: the page's own origin and non-browser clients")
+                   help="browser origin allowed to open /ws, as scheme://host[:port] "
+                        "(repeatable; '*' = any). Always allowed: the server's own address "
+                        "on its port, and clients that send no Origin (not browsers)")
+    p.add_argument("--certfile", type=Path, metavar="PEM",
+                   help="TLS certificate (chain): serve https:// and wss://")
+    p.add_argument("--keyfile", type=Path, metavar="PEM",
+                   help="TLS private key (default: inside --certfile)")
+    p.add_argument("--webrtc-host", metavar="ADDRESS",
+                   help="address for WebRTC media to bind and advertise (default: --host; "
+                        "with --host 0.0.0.0, every interface)")
+    p.add_argument("--webrtc-public-ip", metavar="IP",
+                   help="advertise this address for WebRTC media instead (1:1 NAT, e.g. a "
+                        "cloud VM's public IP with its UDP ports forwarded)")
     p.add_argument("--idle-timeout", type=float, default=30.0, help="seconds without a message")
+    p.add_argument("--hop-frames", type=positive_int, default=1,
+                   help="frames per model call (default 1: lowest latency; 3 serves more "
+                        "sessions per core at up to 67 ms more latency)")
+    p.add_argument("--max-per-address", type=positive_int,
+                   default=AdmissionConfig.max_connections_per_address,
+                   help="open WebSockets one client address may hold (default %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="base seed of per-session noise")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads of the inference worker (default 1; 0 = all cores)")
@@ -116,7 +173,8 @@ def _cmd_stream(args: argparse.Namespace) -> int:
         raise ConfigError("--fast cannot be used with --webrtc: a WebRTC track plays in real time")
     audio, rate = read_wav(Path(args.input))
     options = StreamOptions(identity=args.identity, realtime=not args.fast, token=args.token,
-                            format=args.format, weights=args.weights)
+                            format=args.format, weights=args.weights,
+                            ssl_context=_ssl_context(args.cafile))
     run = stream_file_webrtc if args.webrtc else stream_file
     result = asyncio.run(run(args.url, audio, rate, options))
     summary = result.summary()
@@ -138,11 +196,26 @@ def _add_stream(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--webrtc", action="store_true",
                    help="send the audio as a WebRTC track (as a browser does), not over /ws")
     p.add_argument("--token")
-    p.add_argument("--format", choices=("f16", "f32"), default="f16")
+    p.add_argument("--format", choices=("f16", "f32", "coeffs"), default="f16",
+                   help="frames as vertices (f16, f32) or as the model's coefficients (coeffs, "
+                   "saved with their names)")
     p.add_argument("--weights", action="store_true", help="also ask for ARKit weights")
     p.add_argument("--out", help="save frames to this .npz")
     p.add_argument("--json", help="write the latency summary to this JSON file")
+    p.add_argument("--cafile", help="PEM certificate(s) to trust for a wss:// server")
     p.set_defaults(func=_cmd_stream)
+
+
+def _ssl_context(cafile: str | None) -> ssl.SSLContext | None:
+    """A TLS context trusting ``cafile`` (for a self-signed wss:// server), or None."""
+    if cafile is None:
+        return None
+    if not Path(cafile).is_file():
+        raise ConfigError(f"--cafile {cafile}: no such file")
+    try:
+        return ssl.create_default_context(cafile=cafile)
+    except ssl.SSLError as exc:
+        raise ConfigError(f"--cafile {cafile}: not a PEM certificate ({exc})") from exc
 
 
 def _cmd_mic(args: argparse.Namespace) -> int:
@@ -151,7 +224,8 @@ def _cmd_mic(args: argparse.Namespace) -> int:
     from realtime.mic import run_mic
 
     summary = asyncio.run(run_mic(args.url, identity=args.identity, token=args.token,
-                                  seconds=args.seconds, device=args.device))
+                                  seconds=args.seconds, device=args.device,
+                                  ssl_context=_ssl_context(args.cafile)))
     _print_summary(summary)
     return 0
 
@@ -163,6 +237,7 @@ def _add_mic(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--token")
     p.add_argument("--device", help="input device name or index (default: the system default)")
     p.add_argument("--seconds", type=float, default=0.0, help="stop after this long (0 = Ctrl-C)")
+    p.add_argument("--cafile", help="PEM certificate(s) to trust for a wss:// server")
     p.set_defaults(func=_cmd_mic)
 
 

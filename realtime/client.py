@@ -4,6 +4,8 @@ their latency.
 
 Used by ``talker stream``, ``talker mic``, the tests and the benchmarks. Client-side motion
 latency of a frame = (time it was received) - (time the audio sample at its ``t`` was sent).
+Frames come as vertices (format "f16" / "f32") or as the model's coefficients (format "coeffs",
+protocol v1.1: K float16 a frame, in ``ready.basis.names`` order); the result keeps what came.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -47,11 +51,15 @@ class StreamOptions:
     realtime: bool = True  # pace chunks like a microphone; False: as fast as possible
     chunk_s: float = 0.02  # 20 ms, what a browser or sounddevice delivers
     encoding: str = "pcm_s16le"
-    format: str = "f16"
-    weights: bool = False
+    format: str = "f16"  # "f16" | "f32": vertex frames; "coeffs": coefficient frames (~1/100 size)
+    weights: bool = False  # ARKit weights in vertex frames (ignored with "coeffs")
     token: str | None = None
-    keep_vertices: bool = True  # keep every frame's vertices (memory: V*3*4 bytes a frame)
+    # Keep every frame's vertices (V*3*4 bytes a frame) or coefficients (K*4 bytes a frame).
+    keep_vertices: bool = True
     open_timeout_s: float = 10.0
+    # For wss:// servers whose certificate the system does not trust (e.g. self-signed):
+    # ``ssl.create_default_context(cafile=...)``. None: the system's CAs.
+    ssl_context: ssl.SSLContext | None = None
 
 
 @dataclass
@@ -62,7 +70,8 @@ class StreamResult:
     server_latency_ms: list[float] = field(default_factory=list)
     client_latency_ms: list[float] = field(default_factory=list)
     received_s: list[float] = field(default_factory=list)
-    vertices: list[np.ndarray] = field(default_factory=list)
+    vertices: list[np.ndarray] = field(default_factory=list)  # (V, 3) f32 per vertex frame
+    coeffs: list[np.ndarray] = field(default_factory=list)  # (K,) f32 per coefficient frame
     weights: list[np.ndarray] = field(default_factory=list)
     stats: list[wire.Stats] = field(default_factory=list)
     end_frames: int | None = None
@@ -70,6 +79,9 @@ class StreamResult:
     close_code: int | None = None
     audio_s: float = 0.0
     wall_s: float = 0.0
+    ready_bytes: int = 0  # size of the `ready` message (the mesh, and the basis when asked)
+    # (time.monotonic(), size) of every message received after `ready`
+    message_bytes: list[tuple[float, int]] = field(default_factory=list)
 
     @property
     def frames(self) -> int:
@@ -81,6 +93,17 @@ class StreamResult:
         if not self.seq:
             return 0
         return int(self.seq[-1] + 1 - len(self.seq))
+
+    @property
+    def bytes_per_s(self) -> float | None:
+        """Bytes received per second while streaming: every message after `ready` (frames,
+        stats, end; WebSocket framing not counted), over the time from the first to the last
+        of them; None before two messages came."""
+        if len(self.message_bytes) < 2:
+            return None
+        span = self.message_bytes[-1][0] - self.message_bytes[0][0]
+        total = sum(size for _, size in self.message_bytes[1:])  # bytes that came in the span
+        return total / span if span > 0 else None
 
     def summary(self) -> dict[str, Any]:
         def pct(values: list[float], q: float) -> float | None:
@@ -96,6 +119,8 @@ class StreamResult:
             "audio_s": round(self.audio_s, 3),
             "wall_s": round(self.wall_s, 3),
             "fps": round((self.frames - 1) / span, 2) if span > 0 else None,
+            "bytes_per_s": round(self.bytes_per_s) if self.bytes_per_s is not None else None,
+            "ready_bytes": self.ready_bytes,
             "server_latency_ms": {q: pct(self.server_latency_ms, v)
                                   for q, v in (("p50", 50), ("p95", 95), ("p99", 99))},
             "client_latency_ms": {q: pct(self.client_latency_ms, v)
@@ -111,6 +136,14 @@ class StreamResult:
         }
         if self.vertices:
             arrays["vertices"] = np.stack(self.vertices).astype(np.float32)
+        if self.coeffs:
+            arrays["coeffs"] = np.stack(self.coeffs).astype(np.float32)  # (T, K)
+        basis = self.ready.basis if self.ready is not None else None
+        if basis is not None:
+            arrays["names"] = np.asarray(basis.names)  # the coefficients' names, in order
+            if basis.vectors is not None:  # else the facecap head's own blendshapes
+                arrays["vectors"] = np.frombuffer(basis.vectors, "<f2").astype(
+                    np.float32).reshape(len(basis.names), -1, 3)
         if self.weights:
             arrays["weights"] = np.stack(self.weights).astype(np.float32)
         if self.ready is not None:
@@ -120,11 +153,30 @@ class StreamResult:
         np.savez_compressed(path, **arrays)
 
 
+# Unsent bytes the kernel may hold for the socket. The server reads a client's audio no faster
+# than real time plus a few seconds (backpressure); without this bound, a file sent --fast
+# piles megabytes into the socket and the keepalive pings queue behind them until the
+# connection times out. 16 KiB keeps a ping a few milliseconds from the wire.
+NOTSENT_LOWAT_BYTES = 16 * 1024
+
+
+def _limit_unsent(ws: ClientConnection) -> None:
+    sock = ws.transport.get_extra_info("socket")
+    option = getattr(socket, "TCP_NOTSENT_LOWAT", None)  # Linux and macOS
+    if sock is not None and option is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, option, NOTSENT_LOWAT_BYTES)
+
+
 async def open_session(url: str, options: StreamOptions, sample_rate: int,
                        audio: str = "ws") -> tuple[ClientConnection, wire.Ready]:
     """Connect, send hello, wait for ready; raise ClientError with the server's reason."""
     try:
-        ws = await asyncio.wait_for(connect(url, max_size=None, compression=None),
+        # wss:// takes a context (True: the system's CAs); ws:// refuses any ssl argument
+        tls: ssl.SSLContext | bool | None = None
+        if url.startswith("wss:"):
+            tls = options.ssl_context or True
+        ws = await asyncio.wait_for(connect(url, max_size=None, compression=None, ssl=tls),
                                     options.open_timeout_s)
     except InvalidStatus as exc:
         status = exc.response.status_code
@@ -139,6 +191,7 @@ async def open_session(url: str, options: StreamOptions, sample_rate: int,
                           f"{options.open_timeout_s:g} s") from exc
     except (OSError, InvalidHandshake, InvalidURI) as exc:
         raise ClientError(f"cannot connect to {url}: {exc}") from exc
+    _limit_unsent(ws)
     hello = wire.Hello(sample_rate=sample_rate, encoding=options.encoding, audio=audio,
                         identity=options.identity, format=options.format,
                         weights=options.weights, token=options.token)
@@ -166,8 +219,10 @@ async def open_session(url: str, options: StreamOptions, sample_rate: int,
 
 
 def _take(msg: wire.Message, result: StreamResult, clock: SendClock, options: StreamOptions,
-          vertex_count: int) -> None:
+          size: int) -> None:
+    """Record one message received after `ready` (``size`` bytes)."""
     now = time.monotonic()
+    result.message_bytes.append((now, size))
     if isinstance(msg, wire.Frame):
         result.seq.append(msg.seq)
         result.t.append(msg.t)
@@ -177,9 +232,7 @@ def _take(msg: wire.Message, result: StreamResult, clock: SendClock, options: St
         if sent is not None:
             result.client_latency_ms.append((now - sent) * 1000.0)
         if options.keep_vertices:
-            dtype = "<f2" if options.format == "f16" else "<f4"
-            result.vertices.append(
-                np.frombuffer(msg.vertices, dtype).astype(np.float32).reshape(vertex_count, 3))
+            _keep_frame(msg, result, options)
         if msg.weights is not None:
             result.weights.append(np.frombuffer(msg.weights, "<f4").copy())
     elif isinstance(msg, wire.Stats):
@@ -190,11 +243,35 @@ def _take(msg: wire.Message, result: StreamResult, clock: SendClock, options: St
         result.error = msg
 
 
+def _keep_frame(msg: wire.Frame, result: StreamResult, options: StreamOptions) -> None:
+    """Store the frame's vertices or coefficients; ClientError when it is not what the hello
+    asked for (a coefficient frame for a vertex format, or the wrong size)."""
+    assert result.ready is not None
+    basis = result.ready.basis
+    if options.format == "coeffs":
+        if msg.coeffs is None or basis is None:
+            raise ClientError("asked for coefficient frames (format 'coeffs') but the server sent "
+                              + ("vertices" if msg.coeffs is None else "no basis in 'ready'"))
+        coeffs = np.frombuffer(msg.coeffs, "<f2")
+        if coeffs.size != len(basis.names):
+            raise ClientError(f"frame {msg.seq}: {coeffs.size} coefficients, but 'ready.basis' "
+                              f"names {len(basis.names)}")
+        result.coeffs.append(coeffs.astype(np.float32))
+        return
+    vertex_count = result.ready.mesh.vertex_count
+    dtype = "<f2" if options.format == "f16" else "<f4"
+    if msg.vertices is None or len(msg.vertices) != vertex_count * 3 * np.dtype(dtype).itemsize:
+        got = "coefficients" if msg.vertices is None else f"{len(msg.vertices)} bytes"
+        raise ClientError(f"frame {msg.seq}: expected {vertex_count}*3 {options.format} vertices, "
+                          f"got {got}")
+    result.vertices.append(
+        np.frombuffer(msg.vertices, dtype).astype(np.float32).reshape(vertex_count, 3))
+
+
 async def _receive_all(ws: ClientConnection, result: StreamResult, clock: SendClock,
                        options: StreamOptions, on_frame: Callable[[StreamResult], None] | None,
                        on_answer: Callable[[str], Awaitable[None]] | None = None) -> None:
     assert result.ready is not None
-    vertex_count = result.ready.mesh.vertex_count
     try:
         async for data in ws:
             if isinstance(data, str):
@@ -203,7 +280,7 @@ async def _receive_all(ws: ClientConnection, result: StreamResult, clock: SendCl
             if isinstance(msg, wire.Answer) and on_answer is not None:
                 await on_answer(msg.sdp)
                 continue
-            _take(msg, result, clock, options, vertex_count)
+            _take(msg, result, clock, options, len(data))
             if on_frame is not None and isinstance(msg, wire.Frame):
                 on_frame(result)
     except ConnectionClosed:
@@ -245,7 +322,7 @@ async def stream_audio(url: str, chunks: AsyncIterator[np.ndarray], sample_rate:
                        on_frame: Callable[[StreamResult], None] | None = None) -> StreamResult:
     """Run one whole session: hello, audio chunks, end; return every frame received."""
     ws, ready = await open_session(url, options, sample_rate)
-    result = StreamResult(ready=ready)
+    result = StreamResult(ready=ready, ready_bytes=_size(ready))
     clock = SendClock()
     started = time.monotonic()
     receiver = asyncio.create_task(_receive_all(ws, result, clock, options, on_frame))
@@ -265,6 +342,11 @@ async def stream_audio(url: str, chunks: AsyncIterator[np.ndarray], sample_rate:
         await ws.close()
     result.wall_s = time.monotonic() - started
     return _finished(result)
+
+
+def _size(ready: wire.Ready) -> int:
+    """Bytes of the `ready` message as received (its canonical encoding, which servers send)."""
+    return len(wire.encode(ready))
 
 
 def _finished(result: StreamResult) -> StreamResult:
@@ -303,7 +385,7 @@ async def stream_file_webrtc(url: str, audio: np.ndarray, sample_rate: int,
     audio = np.asarray(audio, dtype=np.float32)
     track = PacedAudioTrack(resample(audio, sample_rate, RTC_RATE_HZ))
     ws, ready = await open_session(url, options, RTC_RATE_HZ, audio="webrtc")
-    result = StreamResult(ready=ready, audio_s=audio.size / sample_rate)
+    result = StreamResult(ready=ready, audio_s=audio.size / sample_rate, ready_bytes=_size(ready))
     started = time.monotonic()
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     sender = pc.addTrack(track)

@@ -60,6 +60,15 @@ class EngineConfig:
     # CPU at RTF 0.14). 0 = leave BLAS alone.
     blas_threads: int = 1
     max_batch: int = 64  # streams per forward; more waits for the next round
+    # Hop size the worker suggests (``hop_frames_hint``): doubled while the worker is busier
+    # than `busy_high` of the time over a `hint_window_s`, halved below `busy_low`, at most
+    # `max_hint_frames`. A model call has a large fixed cost (8 steps; ~8 ms at 1 frame, ~10 at
+    # 3), so under load fewer, larger hops of one size keep up; unloaded, one-frame hops keep
+    # the latency low.
+    max_hint_frames: int = 4
+    hint_window_s: float = 0.5
+    busy_high: float = 0.85
+    busy_low: float = 0.4
     max_wait_s: float = 0.0  # extra wait to gather a bigger batch; 0 = run as soon as work exists
 
 
@@ -120,6 +129,9 @@ class InferenceEngine:
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
         self._stopping = False
+        self._hint = 1  # frames a session gathers before a hop (hop_frames_hint)
+        self._window_start = time.monotonic()
+        self._window_busy = 0.0
         self.batches_run = 0
         self.jobs_run = 0
         self.busy_s = 0.0
@@ -170,6 +182,19 @@ class InferenceEngine:
                 _resolve(job, exc=EngineError("stream closed"))
 
     @property
+    def hop_frames_hint(self) -> int:
+        """Frames a session should gather before its next hop (see ``EngineConfig``): 1 when
+        the worker has time to spare, more under load."""
+        return self._hint
+
+    def _adjust_hint(self, busy_fraction: float) -> None:
+        cfg = self.config
+        if busy_fraction > cfg.busy_high:
+            self._hint = min(2 * self._hint, cfg.max_hint_frames)
+        elif busy_fraction < cfg.busy_low:
+            self._hint = max(1, self._hint // 2)
+
+    @property
     def queue_depth(self) -> int:
         return len(self._pending)
 
@@ -217,7 +242,12 @@ class InferenceEngine:
                     self.jobs_run += len(batch)
                     self.batch_sizes.append(len(batch))
                     self._run_batch(batch)
-                self.busy_s += time.monotonic() - started
+                ended = time.monotonic()
+                self.busy_s += ended - started
+                self._window_busy += ended - started
+                if ended - self._window_start >= self.config.hint_window_s:
+                    self._adjust_hint(self._window_busy / (ended - self._window_start))
+                    self._window_start, self._window_busy = ended, 0.0
 
     def _take_batch(self) -> list[HopJob] | None:
         with self._cond:

@@ -12,7 +12,24 @@ from enum import IntEnum
 
 from models.errors import UserError
 
-__all__ = ["CloseCode", "ProtocolError"]
+__all__ = ["ECHO_CHARS", "CloseCode", "ProtocolError", "echo"]
+
+# Most characters of a client's value that an error message (and so the log) repeats: enough to
+# recognise it, never enough to turn one message into an amplifier (a 256 KiB identity name
+# echoed back, and into the log, for every connection).
+ECHO_CHARS = 64
+
+
+def echo(value: object, limit: int = ECHO_CHARS) -> str:
+    """``repr(value)`` for an error message, cut to about ``limit`` characters with an
+    ellipsis and the original length: ``'xxxx'… (200000 characters)``."""
+    if isinstance(value, str | bytes | bytearray) and len(value) > limit:
+        unit = "characters" if isinstance(value, str) else "bytes"
+        return f"{value[:limit]!r}… ({len(value)} {unit})"
+    text = repr(value)
+    if len(text) > limit:
+        return f"{text[:limit]}… ({len(text)} characters)"
+    return text
 
 
 class CloseCode(IntEnum):

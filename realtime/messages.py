@@ -28,7 +28,7 @@ import msgpack
 import numpy as np
 
 from realtime.audio import ENCODINGS
-from realtime.errors import ProtocolError
+from realtime.errors import ProtocolError, echo
 
 __all__ = [
     "PROTOCOL_VERSION",
@@ -36,6 +36,7 @@ __all__ = [
     "MAX_SAMPLE_RATE_HZ",
     "SAMPLE_RATE_STEP_HZ",
     "MAX_AUDIO_S",
+    "MAX_ERROR_MESSAGE_CHARS",
     "Direction",
     "Hello",
     "Audio",
@@ -67,6 +68,9 @@ MAX_SAMPLE_RATE_HZ = 48000
 # of taps: a second of CPU and tens of MB per rate, which a client could ask for at will.
 SAMPLE_RATE_STEP_HZ = 25
 MAX_AUDIO_S = 1.0  # most audio one `audio` message may hold
+# Longest `error.message`: a sentence naming a field and what was expected; longer text is cut
+# (client values inside are cut shorter still, by realtime.errors.echo).
+MAX_ERROR_MESSAGE_CHARS = 512
 AUDIO_MODES = ("ws", "webrtc")
 # Frame formats: absolute vertices (f16 or f32), or the model's coefficients (f16), which the
 # client applies itself (morph targets on the GPU): ~100 bytes a frame instead of ~16 KB.
@@ -75,7 +79,7 @@ Direction = Literal["to_server", "to_client"]
 
 
 def _bad(field_name: str, expected: str, got: object) -> ProtocolError:
-    return ProtocolError("bad_value", f"field {field_name!r} must be {expected}, got {got!r}")
+    return ProtocolError("bad_value", f"field {field_name!r} must be {expected}, got {echo(got)}")
 
 
 def _check_int(name: str, value: int, lo: int, hi: int | None = None) -> None:
@@ -336,6 +340,8 @@ class Error:
 
     def __post_init__(self) -> None:
         _check_nonempty("code", self.code)
+        if len(self.message) > MAX_ERROR_MESSAGE_CHARS:
+            object.__setattr__(self, "message", self.message[: MAX_ERROR_MESSAGE_CHARS - 1] + "…")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -487,6 +493,6 @@ def decode(data: bytes, *, direction: Direction) -> Message:
         side = "client" if direction == "to_server" else "server"
         raise ProtocolError(
             "unknown_type",
-            f"unknown message type {kind!r}; a {side} sends one of {', '.join(table)}",
+            f"unknown message type {echo(kind)}; a {side} sends one of {', '.join(table)}",
         )
     return _build(cls, wire)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -75,7 +76,8 @@ def _offer(queue: asyncio.Queue[np.ndarray], block: np.ndarray) -> None:
 
 
 async def run_mic(url: str, identity: str | None = None, token: str | None = None,
-                  seconds: float = 0.0, device: str | int | None = None) -> dict[str, Any]:
+                  seconds: float = 0.0, device: str | int | None = None,
+                  ssl_context: ssl.SSLContext | None = None) -> dict[str, Any]:
     stop = asyncio.Event()
     last_print = [time.monotonic()]
 
@@ -88,7 +90,7 @@ async def run_mic(url: str, identity: str | None = None, token: str | None = Non
         print(f"\rframes {result.frames}  latency {np.median(recent):.0f} ms  "
               f"gaps {result.gaps}", end="", flush=True)
 
-    options = StreamOptions(identity=identity, token=token)
+    options = StreamOptions(identity=identity, token=token, ssl_context=ssl_context)
     try:
         result = await stream_audio(url, mic_chunks(seconds, device, stop), MIC_RATE_HZ,
                                     options, on_frame)

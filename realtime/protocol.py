@@ -4,7 +4,11 @@
 the adapter feeds it every received message with :meth:`ServerProtocol.receive`, then drains
 :meth:`ServerProtocol.events_received` and :meth:`ServerProtocol.data_to_send`, and closes the
 socket with :attr:`ServerProtocol.close_code` once that is set. It never raises into the I/O
-layer.
+layer. Time is an argument: the adapter calls :meth:`ServerProtocol.check_deadline` with ``now``
+by :attr:`ServerProtocol.hello_deadline` at the latest.
+
+Whatever a client sent is repeated in an error message only through
+:func:`realtime.errors.echo` (at most 64 characters and the original length).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from realtime.audio import bytes_per_sample, decode_pcm
-from realtime.errors import CloseCode, ProtocolError
+from realtime.errors import CloseCode, ProtocolError, echo
 from realtime.messages import (
     MAX_AUDIO_S,
     Audio,
@@ -63,6 +67,9 @@ class ServerProtocolConfig:
     allow_webrtc: bool = True
     # Known identity names; None skips the check. "auto" is also accepted in the hello.
     identities: tuple[str, ...] | None = None
+    # A connection must send its hello this soon after opening (else `hello_timeout`, 1008): a
+    # socket that never authenticates holds a connection slot for seconds, not for ever.
+    hello_timeout_s: float = 5.0
 
 
 class ServerState(enum.Enum):
@@ -75,22 +82,41 @@ class ServerState(enum.Enum):
 class ServerProtocol:
     """Sans-I/O state machine of one server-side connection.
 
-    Enforces: binary messages only, ``max_message_bytes``, hello first and exactly once,
-    protocol version 1, the token, at most 1 s of audio per message in a whole number of
+    Enforces: binary messages only, ``max_message_bytes``, hello first, exactly once and within
+    ``hello_timeout_s`` of ``now`` at construction, protocol version 1, the token (compared in
+    constant time), at most 1 s of audio per message in a whole number of
     samples, ``offer`` only for WebRTC audio and ``audio`` only for WebSocket audio, nothing but
     control after ``end``. A violation queues an ``error`` message and sets :attr:`close_code`;
     later input is ignored. :meth:`receive` never raises.
     """
 
-    def __init__(self, config: ServerProtocolConfig | None = None) -> None:
+    def __init__(self, config: ServerProtocolConfig | None = None, now: float = 0.0) -> None:
+        """``now``: when the connection opened (the hello deadline counts from it)."""
         self.config = config or ServerProtocolConfig()
         self.state = ServerState.AWAITING_HELLO
+        self._hello_due = now + self.config.hello_timeout_s
         self.hello: Hello | None = None
         self.close_code: int | None = None  # set once a close is queued
         self.failure: ProtocolError | None = None  # why, when close_code != 1000
         self._events: list[Event] = []
         self._out: list[bytes] = []
         self._offer_seen = False
+
+    # ---- time
+    @property
+    def hello_deadline(self) -> float | None:
+        """When :meth:`check_deadline` closes a connection still waiting for its hello; None
+        once the hello was accepted (or a close is queued)."""
+        return self._hello_due if self.state is ServerState.AWAITING_HELLO else None
+
+    def check_deadline(self, now: float) -> None:
+        """Queue ``hello_timeout`` and a 1008 close when no hello came by the deadline."""
+        if self.state is ServerState.AWAITING_HELLO and now >= self._hello_due:
+            self.fail(ProtocolError(
+                "hello_timeout",
+                f"no 'hello' within {self.config.hello_timeout_s:g} s of connecting",
+                CloseCode.POLICY,
+            ))
 
     # ---- input
     def receive(self, data: bytes | str, now: float) -> None:
@@ -189,7 +215,7 @@ class ServerProtocol:
         if known is not None and name not in known:
             raise ProtocolError(
                 "unknown_identity",
-                f"field {field_name!r} is {name!r}; known identities: {', '.join(known)}",
+                f"field {field_name!r} is {echo(name)}; known identities: {', '.join(known)}",
             )
 
     # ---- output

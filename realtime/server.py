@@ -1,10 +1,13 @@
-"""``talker serve``: one port for the viewer (GET), ``/health`` and the WebSocket ``/ws``.
+"""``talker serve``: one port for the viewer (GET), ``/health``, ``/metrics`` and the WebSocket
+``/ws``, over TLS when given a certificate (https:// and wss://).
 
 The WebSocket adapter is thin glue around three pieces: :class:`realtime.protocol.ServerProtocol`
 (parses and checks messages), :class:`realtime.session.Session` (audio, hops, frames, drops) and
 :class:`realtime.engine.InferenceEngine` (batched torch off the event loop). Each connection owns
 three tasks: the reader (messages in, control first), the pump (ready hops to the engine and back)
-and the sender (frames and stats out). A slow reader only ever loses its own oldest frames.
+and the sender (frames and stats out). A slow reader only ever loses its own oldest frames; a
+client that takes nothing for ``send_timeout_s`` is cut off. Who gets a connection and a session
+slot is :class:`realtime.admission.Admission`'s policy (PROTOCOL.md, "Limits").
 """
 
 from __future__ import annotations
@@ -14,23 +17,26 @@ import contextlib
 import logging
 import secrets
 import signal
+import socket
+import ssl
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import numpy as np
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from models.errors import UserError
+from models.errors import ConfigError, UserError
 from models.face.load import load_rig
 from models.face.rig import ARKIT_NAMES
 from realtime import messages as wire
+from realtime.admission import Admission, AdmissionConfig, LogBudget, Ticket
+from realtime.audio import bytes_per_sample
 from realtime.engine import (
     EngineConfig,
     EngineError,
@@ -40,7 +46,14 @@ from realtime.engine import (
     StreamingModel,
 )
 from realtime.errors import CloseCode, ProtocolError
-from realtime.protocol import AudioReceived, Event, ServerProtocol, ServerProtocolConfig
+from realtime.prometheus import CONTENT_TYPE, ServerMetrics, Snapshot
+from realtime.protocol import (
+    AudioReceived,
+    Event,
+    ServerProtocol,
+    ServerProtocolConfig,
+    ServerState,
+)
 from realtime.session import (
     AUTO_IDENTITY,
     MEAN_IDENTITY,
@@ -49,8 +62,21 @@ from realtime.session import (
     Session,
     SessionConfig,
 )
-from realtime.static import StaticRoots, json_response, serve_file, text_response
-from realtime.webrtc import WebRtcIngest
+from realtime.static import (
+    ALLOWED_METHODS,
+    OriginPolicy,
+    ViewerFiles,
+    authorized,
+    bad_request,
+    decode_path,
+    head_only,
+    json_response,
+    method_not_allowed,
+    response,
+    text_response,
+    unauthorized,
+)
+from realtime.webrtc import IcePolicy, WebRtcIngest
 
 log = logging.getLogger("talker.server")
 
@@ -62,12 +88,30 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8765
     token: str | None = None  # required in hello when set (else close 1008)
-    max_sessions: int = 32  # more concurrent sessions get `server_full` and close 1013
-    # Browser origins allowed to open /ws. Empty: same host as the page, or no Origin header
-    # (non-browser clients). "*" allows any.
+    # Sessions (accepted hellos, token checked) at once; more get `server_full` and close 1013.
+    # An open socket that has not said hello takes no slot (see `admission`).
+    max_sessions: int = 32
+    # Browser origins allowed to open /ws besides the server's own (its bound address on its
+    # port; never the request's Host header: DNS rebinding). "*" allows any. No Origin header
+    # (non-browser clients) is always allowed. See realtime.static.OriginPolicy.
     allow_origins: tuple[str, ...] = ()
+    # TLS: serve https:// and wss:// (browsers give the microphone only to localhost or HTTPS).
+    # PEM files; keyfile may be left out when certfile holds the key too.
+    certfile: Path | None = None
+    keyfile: Path | None = None
+    # WebRTC media: the address to bind and advertise (None: `host`), and the public address to
+    # advertise instead behind a 1:1 NAT (see realtime.webrtc.IcePolicy).
+    webrtc_host: str | None = None
+    webrtc_public_ip: str | None = None
     max_message_bytes: int = 256 * 1024  # a second of 48 kHz f32 audio fits with room to spare
     idle_timeout_s: float = 30.0  # no message for this long closes the session (1001)
+    # A new connection must send an accepted hello this soon (else `hello_timeout`, 1008).
+    hello_timeout_s: float = 5.0
+    # Longest wait for a client to take one message, or the close: a peer whose socket stays
+    # full this long has stopped reading; it is cut off (no close handshake) and its slot freed.
+    send_timeout_s: float = 5.0
+    # Connections per client address and before hello, wrong-token back-off (realtime.admission)
+    admission: AdmissionConfig = AdmissionConfig()
     stats_interval_s: float = 1.0
     web_root: Path = REPO_ROOT / "web_client"
     assets_root: Path = REPO_ROOT / "assets"
@@ -84,6 +128,8 @@ class _Connection:
     ws: ServerConnection
     protocol: ServerProtocol
     session_id: str
+    address: str = ""  # the client's IP address (admission caps and back-off count by it)
+    ticket: Ticket | None = None  # its standing with the server's Admission
     seed: int = 0  # the engine stream's noise seed (ServerConfig.seed + n)
     session: Session | None = None
     webrtc: WebRtcIngest | None = None
@@ -113,10 +159,15 @@ class TalkerServer:
         self.config = config
         self.session_config = session_config or SessionConfig.for_model(self.contract)
         self.engine = InferenceEngine(model, engine_config or EngineConfig())
-        self.roots = StaticRoots(
-            mounts=(("/", config.web_root), ("/assets", config.assets_root))
-        )
+        self.files = ViewerFiles.scan(config.web_root, config.assets_root)
+        self.ice = IcePolicy.for_host(config.webrtc_host or config.host, config.webrtc_public_ip)
+        self.metrics = ServerMetrics(self._snapshot)
+        # the server's own origins need its port: set again once bound (start)
+        self.origins = OriginPolicy.for_server(config.host, config.port,
+                                               config.certfile is not None, config.allow_origins)
         self._connections: dict[str, _Connection] = {}
+        self._admission = Admission(config.max_sessions, config.admission)
+        self._log_budget = LogBudget()  # lines about failed connections: bounded per second
         self._sessions_started = 0  # hellos accepted: numbers the per-session seeds
         self._server: Server | None = None
         self._template = np.asarray(self.contract.basis.template, np.float32)
@@ -127,22 +178,60 @@ class TalkerServer:
 
     # ------------------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
+        tls = self._ssl_context()
         self.engine.start()
         self._server = await serve(
-            self._handle,
+            self._serve_connection,
             self.config.host,
             self.config.port,
             process_request=self._process_request,
+            ssl=tls,
             max_size=self.config.max_message_bytes + 1024,
             compression=None,  # vertex frames do not compress; deflate only costs CPU
             ping_interval=20,
             ping_timeout=20,
         )
+        self.origins = OriginPolicy.for_server(self.config.host, self.port, tls is not None,
+                                               self.config.allow_origins)
+
+    def _ssl_context(self) -> ssl.SSLContext | None:
+        """The server's TLS context from ``certfile``/``keyfile``; None without a certificate.
+        A missing or unreadable file is a ConfigError that names it."""
+        certfile, keyfile = self.config.certfile, self.config.keyfile
+        if certfile is None:
+            if keyfile is not None:
+                raise ConfigError("--keyfile needs --certfile (the certificate it belongs to)")
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            context.load_cert_chain(certfile, keyfile)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"TLS certificate {certfile} / key {keyfile or certfile}: "
+                              f"cannot load it ({exc})") from exc
+        return context
+
+    async def _serve_connection(self, ws: ServerConnection) -> None:
+        """What websockets runs per connection: :meth:`_handle`, then a refusal counted in the
+        metrics. A refusal is a close the server sent with 1008 (policy: token) or 1013 (try
+        again later: full, caps), its reason being the error code."""
+        try:
+            await self._handle(ws)
+        finally:
+            close = ws.protocol.close_sent
+            if close is not None and close.code in (CloseCode.POLICY, CloseCode.TRY_AGAIN_LATER):
+                self.metrics.rejected(close.reason or str(close.code))
 
     @property
     def port(self) -> int:
         assert self._server is not None
         return int(self._server.sockets[0].getsockname()[1])
+
+    @property
+    def url(self) -> str:
+        """The viewer's address (https:// with TLS; an IPv6 host in brackets)."""
+        scheme = "https" if self.config.certfile is not None else "http"
+        host = f"[{self.config.host}]" if ":" in self.config.host else self.config.host
+        return f"{scheme}://{host}:{self.port}/"
 
     async def stop(self) -> None:
         if self._server is not None:
@@ -157,15 +246,20 @@ class TalkerServer:
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError):
                 loop.add_signal_handler(sig, stop.set)
-        log.info("serving on http://%s:%d/ (WebSocket /ws)", self.config.host, self.port)
+        log.info("serving on %s (WebSocket /ws)", self.url)
         await stop.wait()
         log.info("shutting down: %d open sessions", len(self._connections))
         await self.stop()
 
-    def health(self) -> dict[str, Any]:
+    def health(self, details: bool = True) -> dict[str, Any]:
+        """``/health``: liveness only (``details`` False: what anyone may see when a token is
+        configured), or the sessions, identities, engine and model too."""
+        if not details:
+            return {"status": "ok"}
         return {
             "status": "ok",
-            "sessions": len(self._connections),
+            "sessions": self._admission.sessions,
+            "connections": self._admission.connections,
             "max_sessions": self.config.max_sessions,
             "identities": list(self.contract.identities),
             "engine": {
@@ -192,28 +286,68 @@ class TalkerServer:
 
     # ------------------------------------------------------------------------------------ HTTP
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        path = urlsplit(request.path).path
+        """/ws goes on to the WebSocket handshake (its Origin checked); anything else is plain
+        HTTP: GET or HEAD of /health, /metrics or a viewer file."""
+        path = decode_path(request.path)
         if path == "/ws":
             if not self._origin_ok(request):
-                origin = request.headers.get("Origin")
+                self.metrics.rejected("origin")
+                origin = ", ".join(request.headers.get_all("Origin"))
                 return text_response(HTTPStatus.FORBIDDEN, f"origin {origin} is not allowed")
             return None
-        if path == "/health":
-            return json_response(self.health())
-        if request.headers.get("Upgrade", "").lower() == "websocket":
+        if "websocket" in (v.lower() for v in request.headers.get_all("Upgrade")):
             return text_response(HTTPStatus.NOT_FOUND, "the WebSocket endpoint is /ws")
-        return serve_file(self.roots, request.path)
+        if request.method not in ALLOWED_METHODS:
+            return method_not_allowed()
+        if path is None:
+            answer = bad_request("bad path: not UTF-8, or a control character")
+        elif path == "/health":
+            answer = self._health_response(request)
+        elif path == "/metrics":
+            answer = self._metrics_response(request)
+        else:
+            answer = self.files.serve(path)
+        return head_only(answer) if request.method == "HEAD" else answer
 
     def _origin_ok(self, request: Request) -> bool:
-        origin = request.headers.get("Origin")
-        allowed = self.config.allow_origins
-        if origin is None or "*" in allowed or origin in allowed:
-            return True
-        host = request.headers.get("Host", "")
-        return urlsplit(origin).netloc == host
+        origins = request.headers.get_all("Origin")  # a browser sends one; two are refused
+        return len(origins) <= 1 and self.origins.allows(origins[0] if origins else None)
+
+    def _health_response(self, request: Request) -> Response:
+        """With a token configured, the details need ``Authorization: Bearer TOKEN``; without
+        credentials the answer is liveness only, with wrong ones 401. Without a token the
+        server is open to whoever reaches it (a session's ``ready`` names the identities), and
+        the details are everyone's."""
+        if authorized(request.headers, self.config.token):
+            return json_response(self.health())
+        if "Authorization" in request.headers:
+            return unauthorized()
+        return json_response(self.health(details=False))
+
+    def _metrics_response(self, request: Request) -> Response:
+        """Prometheus text format; with a token configured, only for ``Bearer TOKEN``."""
+        if not authorized(request.headers, self.config.token):
+            return unauthorized()
+        return response(HTTPStatus.OK, self.metrics.render(), CONTENT_TYPE)
+
+    def _snapshot(self) -> Snapshot:
+        """What /metrics reads at scrape time (the open sessions' counts so far)."""
+        open_sessions = [c.session for c in self._connections.values() if c.session is not None]
+        return Snapshot(
+            connections=len(self._connections),
+            sessions=len(open_sessions),
+            max_sessions=self.config.max_sessions,
+            frames_sent=sum(c.frames_sent for c in self._connections.values()),
+            frames_dropped=sum(s.dropped_frames for s in open_sessions),
+            engine_busy_s=self.engine.busy_s,
+            engine_batches=self.engine.batches_run,
+            engine_hops=self.engine.jobs_run,
+            engine_queue_depth=self.engine.queue_depth,
+        )
 
     # ------------------------------------------------------------------------------ WebSocket
     async def _handle(self, ws: ServerConnection) -> None:
+        now = time.monotonic()
         conn = _Connection(
             ws=ws,
             protocol=ServerProtocol(
@@ -221,19 +355,18 @@ class TalkerServer:
                     token=self.config.token,
                     max_message_bytes=self.config.max_message_bytes,
                     identities=tuple(self.contract.identities),
-                )
+                    hello_timeout_s=self.config.hello_timeout_s,
+                ),
+                now,
             ),
             session_id=secrets.token_hex(6),
+            address=_address(ws),
         )
-        if len(self._connections) >= self.config.max_sessions:
-            conn.protocol.fail(
-                ProtocolError(
-                    "server_full",
-                    f"the server is full ({self.config.max_sessions} sessions); try again later",
-                    CloseCode.TRY_AGAIN_LATER,
-                )
-            )
-            with contextlib.suppress(ConnectionClosed):
+        try:
+            conn.ticket = self._admission.connect(conn.address, now)
+        except ProtocolError as refusal:  # a cap: say so and close, before reading anything
+            conn.protocol.fail(refusal)
+            with contextlib.suppress(ConnectionClosed, _PeerStalled):
                 await self._flush(conn)
             return
         self._connections[conn.session_id] = conn
@@ -262,6 +395,8 @@ class TalkerServer:
             await work
         except ConnectionClosed:
             log.debug("session %s: client went away", conn.session_id)
+        except _PeerStalled as exc:
+            self._log_failure(conn, "client dropped: %s", exc)
         except EngineError as exc:
             log.error("session %s: %s", conn.session_id, exc)
             await self._fail_internal(conn, "inference failed; please reconnect")
@@ -273,22 +408,30 @@ class TalkerServer:
 
     async def _fail_internal(self, conn: _Connection, message: str) -> None:
         conn.protocol.fail(ProtocolError("internal", message, CloseCode.INTERNAL))
-        with contextlib.suppress(ConnectionClosed):
-            await asyncio.wait_for(self._flush(conn), 5.0)
+        with contextlib.suppress(ConnectionClosed, _PeerStalled):
+            await self._flush(conn)
 
     async def _reader(self, conn: _Connection) -> None:
-        """Messages in, in order; closes after ``idle_timeout_s`` without a message or WebRTC
-        audio (not while the session flushes its last frames after ``end``)."""
+        """Messages in, in order; closes when no hello came within ``hello_timeout_s``, and
+        after ``idle_timeout_s`` without a message or WebRTC audio (not while the session
+        flushes its last frames after ``end``). Reads nothing while the session is too far
+        ahead of real time (:meth:`_hold_back`)."""
         idle_limit = self.config.idle_timeout_s
         while True:
+            now = time.monotonic()
+            conn.protocol.check_deadline(now)  # the hello deadline
             flushing = conn.session is not None and conn.session.ended
-            wait_s = idle_limit - (time.monotonic() - conn.last_activity_s)
+            wait_s = idle_limit - (now - conn.last_activity_s)
             if wait_s <= 0 and not flushing:
                 conn.protocol.fail(
                     ProtocolError("idle_timeout", f"no message for {idle_limit:g} s", 1001)
                 )
+            if conn.protocol.close_code is not None:
                 await self._flush(conn)
                 return
+            hello_due = conn.protocol.hello_deadline
+            if hello_due is not None:
+                wait_s = min(wait_s, hello_due - now)
             try:
                 # Cancelling recv() loses no message (websockets' guarantee).
                 data = await asyncio.wait_for(conn.ws.recv(), max(wait_s, 0.0) or idle_limit)
@@ -296,27 +439,76 @@ class TalkerServer:
                 continue
             now = time.monotonic()
             conn.last_activity_s = now
-            conn.protocol.receive(data, now)
+            self._receive(conn, data, now)
             for event in conn.protocol.events_received():
                 await self._on_event(conn, event)
             if not await self._flush(conn):
                 return
+            await self._hold_back(conn)
+
+    def _receive(self, conn: _Connection, data: bytes | str, now: float) -> None:
+        """One message into the protocol; a hello is checked against the address's wrong-token
+        back-off first, and a wrong token counts towards it."""
+        assert conn.ticket is not None
+        if conn.protocol.state is ServerState.AWAITING_HELLO:
+            try:
+                self._admission.check_hello(conn.ticket, now)
+            except ProtocolError as refusal:
+                conn.protocol.fail(refusal)
+                return
+        conn.protocol.receive(data, now)
+        failure = conn.protocol.failure
+        if failure is not None and failure.code == "bad_token":
+            self._admission.token_rejected(conn.ticket, now)
+
+    async def _hold_back(self, conn: _Connection) -> None:
+        """Backpressure (Session drop policy 1): while the client is more than ``max_ahead_s``
+        ahead of real time, read nothing more from it; its sends block on the full socket."""
+        session = conn.session
+        if session is None:
+            return
+        while (delay := session.read_delay_s(time.monotonic())) > 0:
+            await asyncio.sleep(delay)
+            conn.last_activity_s = time.monotonic()  # held back, not idle
 
     async def _flush(self, conn: _Connection) -> bool:
         """Send queued protocol output; close when a close is queued. False once closed.
-        Raises ConnectionClosed when the client has gone."""
+        Raises ConnectionClosed when the client has gone, _PeerStalled when it stopped
+        taking data (every send and the close are bounded by ``send_timeout_s``)."""
         for data in conn.protocol.data_to_send():
-            await conn.ws.send(data)
+            await self._bounded(conn, conn.ws.send(data))
         if conn.protocol.close_code is not None:
             failure = conn.protocol.failure
             reason = failure.code if failure is not None else ""
             if failure is not None and failure.code != "server_full":
-                log.info("session %s: closing %d (%s)", conn.session_id,
-                         conn.protocol.close_code, failure.message)
-            await conn.ws.close(conn.protocol.close_code, reason)
+                self._log_failure(conn, "closing %d (%s)", conn.protocol.close_code,
+                                  failure.message)
+            await self._bounded(conn, conn.ws.close(conn.protocol.close_code, reason))
             conn.closing.set()
             return False
         return True
+
+    async def _bounded(self, conn: _Connection, op: Coroutine[Any, Any, None]) -> None:
+        """Await one send or the close for at most ``send_timeout_s``. A client that takes
+        nothing for that long is cut off (transport aborted: no close handshake, its socket
+        buffers are dropped) and the connection ends with _PeerStalled."""
+        try:
+            await asyncio.wait_for(op, self.config.send_timeout_s)
+        except TimeoutError:
+            conn.ws.transport.abort()
+            conn.closing.set()
+            raise _PeerStalled(
+                f"took no data for {self.config.send_timeout_s:g} s") from None
+
+    def _log_failure(self, conn: _Connection, fmt: str, *args: object) -> None:
+        """One INFO line about a failed connection, within the server's log budget (a client
+        reconnecting in a loop cannot flood the log); lines left out are counted in the next."""
+        if not self._log_budget.allow(time.monotonic()):
+            return
+        left_out = self._log_budget.take_suppressed()
+        line = (fmt % args)[:300]
+        suffix = f" ({left_out} similar lines left out)" if left_out else ""
+        log.info("session %s: %s%s", conn.session_id, line, suffix)
 
     async def _on_event(self, conn: _Connection, event: Event) -> None:
         now = time.monotonic()
@@ -338,7 +530,14 @@ class TalkerServer:
         conn.wake_pump.set()
 
     def _on_hello(self, conn: _Connection, hello: wire.Hello) -> None:
+        assert conn.ticket is not None
+        try:
+            self._admission.start_session(conn.ticket)  # a slot only now, token checked
+        except ProtocolError as refusal:
+            conn.protocol.fail(refusal)
+            return
         conn.hello = hello
+        _limit_receive_buffer(conn.ws, hello)
         self._sessions_started += 1
         conn.seed = self.config.seed + self._sessions_started
         identities = list(self.contract.identities)
@@ -408,7 +607,7 @@ class TalkerServer:
                 self._end_audio(conn)
                 conn.wake_pump.set()
 
-        conn.webrtc = WebRtcIngest(sink, on_ended=ended)
+        conn.webrtc = WebRtcIngest(sink, on_ended=ended, ice=self.ice)
         try:
             answer = await conn.webrtc.accept_offer(offer.sdp)
         except ProtocolError as exc:
@@ -425,7 +624,8 @@ class TalkerServer:
             session = conn.session
             if session is None:
                 continue
-            for request in session.ready_hops(time.monotonic()):
+            hint = self.engine.hop_frames_hint
+            for request in session.ready_hops(time.monotonic(), hint):
                 result = await self.engine.submit(self._job(conn, request))
                 session.complete_hop(request.request_id, result.coeffs, time.monotonic(),
                                      result.offsets)
@@ -478,6 +678,7 @@ class TalkerServer:
         """A coefficient frame (f16), or a vertex frame from the offsets the inference worker
         decoded (template + offsets, in the hello's float format)."""
         latency_ms = max(0.0, frame.latency_ms)
+        self.metrics.frame_sent(latency_ms)
         if hello.format == "coeffs":
             return wire.Frame(seq=frame.seq, t=frame.t, latency_ms=latency_ms,
                               coeffs=frame.coeffs.astype("<f2").tobytes())
@@ -499,7 +700,11 @@ class TalkerServer:
         )
 
     async def _close_session(self, conn: _Connection) -> None:
-        self._connections.pop(conn.session_id, None)
+        if self._connections.pop(conn.session_id, None) is not None:  # its totals, in one step
+            self.metrics.session_closed(
+                conn.frames_sent, conn.session.dropped_frames if conn.session else 0)
+        if conn.ticket is not None:
+            self._admission.release(conn.ticket)
         self.engine.close_stream(conn.session_id)
         if conn.webrtc is not None:
             try:
@@ -551,3 +756,29 @@ class TalkerServer:
 
 def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.0f}"
+
+
+def _address(ws: ServerConnection) -> str:
+    """The client's IP address ("" when the transport has none, e.g. a Unix socket)."""
+    peer = ws.remote_address
+    return str(peer[0]) if peer else ""
+
+
+def _limit_receive_buffer(ws: ServerConnection, hello: wire.Hello) -> None:
+    """Fix the socket's receive buffer at about 1 s of the hello's audio (64-256 KiB).
+
+    While the reader holds a client back (Session drop policy 1), what the client sent waits in
+    this buffer, in the library's queue and in the client's send buffer, and the keepalive pings
+    and pongs of both sides wait behind it. Auto-tuned, the buffer grows to megabytes (minutes
+    of audio) during a fast upload's first seconds. Live audio needs 1 s of audio per round
+    trip at most (64 KiB: 2 s of 16 kHz s16; 192 KiB: 1 s of the browser's 48 kHz f32)."""
+    sock = ws.transport.get_extra_info("socket")
+    if sock is None or hello.audio != "ws":
+        return
+    per_s = hello.sample_rate * bytes_per_sample(hello.encoding)
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, min(max(per_s, 65536), 262144))
+
+
+class _PeerStalled(Exception):
+    """The client took no data for ``send_timeout_s``: the connection was cut off."""

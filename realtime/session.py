@@ -43,8 +43,16 @@ Motion latency
     was dropped, count from the interrupt.
 
 Drop policy (DESIGN §6) -- the only places where data is discarded:
-    1. Audio in is never dropped on arrival and the buffer has no cap of its own; received
-       audio leaves the session only inside a hop request, a skipped hop, or an ``interrupt``.
+    1. Audio in is never dropped on arrival; received audio leaves the session only inside a
+       hop request, a skipped hop, a dropped hop (4.) or an ``interrupt``. The buffer is bounded
+       by pacing, not by dropping: a sender more than ``max_ahead_s`` ahead of real time (a
+       leaky bucket: audio received, drained at real-time rate, never below zero, so silence
+       earns no credit) is told to wait, :meth:`read_delay_s`, and the adapter reads nothing
+       more from it meanwhile (backpressure: no error, the client's sends just block). A file
+       sent "as fast as possible" thus flows at real time plus ``max_ahead_s``. With stale
+       skipping (2.) buffered audio stays under about ``max_ahead_s`` + one message (1 s) +
+       ``stale_window_s`` + one hop and look-ahead. Control messages queued behind held-back
+       audio wait with it, at most the time one message takes to drain (about 1 s).
     2. Stale hops: before issuing requests (in :meth:`feed_audio` and :meth:`ready_hops`), the
        next hop is skipped while it is ready and its first frame is more than
        ``stale_window_s`` overdue. A frame is due when its audio arrived, or, when the client
@@ -56,6 +64,10 @@ Drop policy (DESIGN §6) -- the only places where data is discarded:
        plus one hop and look-ahead when the worker falls behind or stalls.
     3. Frames out: the outgoing queue holds at most ``max_pending_frames``; adding to a full
        queue drops the oldest frame, counted in ``dropped_frames``.
+    4. Bad model output: a hop whose coefficients or vertex offsets are not finite is dropped
+       like a skipped hop (a gap in ``seq``, its frames in ``dropped_frames``, the hop in
+       ``failed_hops``, not ``skipped_hops``) and the next request has ``reset_state=True``:
+       the model stream starts afresh instead of carrying a poisoned state. The session goes on.
 
 Control overtakes data
     :meth:`set_identity`, :meth:`interrupt` and :meth:`end` act on the next hop to be
@@ -139,6 +151,10 @@ class SessionConfig:
     # A ready hop whose first frame's audio is older than this is skipped: its frames would
     # arrive too late to look live. math.inf disables skipping (and the audio bound with it).
     stale_window_s: float = 1.0
+    # How far a sender may run ahead of real time before the adapter stops reading it (drop
+    # policy 1). 5 s absorbs any network burst; a file upload is paced to real time + 5 s.
+    # math.inf disables the bound.
+    max_ahead_s: float = 5.0
     # Requests outstanding at once. 1 suits a worker that batches across sessions: a session's
     # hops depend on each other through the model state anyway.
     max_in_flight_hops: int = 1
@@ -160,6 +176,8 @@ class SessionConfig:
             )
         if not self.stale_window_s > 0 or not self.latency_window_s > 0:
             raise ValueError("SessionConfig.stale_window_s and latency_window_s must be > 0")
+        if not self.max_ahead_s > 0:
+            raise ValueError(f"SessionConfig.max_ahead_s must be > 0, got {self.max_ahead_s}")
 
     @property
     def lookahead_samples(self) -> int:
@@ -250,6 +268,63 @@ class _Queued:
     arrival: float
 
 
+class _ChunkBuffer:
+    """Timeline samples ``[start, end)`` held as a list of chunks: appending copies only a
+    small tail (tiny chunks are merged up to ``_MERGE`` samples, so that a client sending one
+    sample a message does not make a list of millions), reading copies only what is read, and
+    trimming drops whole chunks from the front."""
+
+    _MERGE = 4096  # samples: a chunk shorter than this takes the next one into itself
+
+    def __init__(self) -> None:
+        self._chunks: deque[NDArray[np.float32]] = deque()
+        self.start = 0  # timeline index of the first held sample
+        self.end = 0  # one past the last
+
+    @property
+    def size(self) -> int:
+        return self.end - self.start
+
+    def append(self, x: NDArray[np.float32]) -> None:
+        if not x.size:
+            return
+        if self._chunks and self._chunks[-1].size < self._MERGE:
+            self._chunks[-1] = np.concatenate([self._chunks[-1], x])
+        else:
+            self._chunks.append(x)
+        self.end += x.size
+
+    def read(self, a: int, b: int, pad_to: int = 0) -> NDArray[np.float32]:
+        """A new array of samples ``[a, b)`` (``start <= a``, ``b <= end``) followed by
+        ``pad_to`` zeros."""
+        out = np.zeros(max(b - a, 0) + pad_to, dtype=np.float32)
+        pos = self.start
+        for chunk in self._chunks:
+            if pos >= b:
+                break
+            lo, hi = max(a, pos), min(b, pos + chunk.size)
+            if lo < hi:
+                out[lo - a : hi - a] = chunk[lo - pos : hi - pos]
+            pos += chunk.size
+        return out
+
+    def trim(self, keep: int) -> None:
+        """Forget samples before ``keep`` (a partly kept chunk is cut to a view)."""
+        while self._chunks and self.start < keep:
+            head = self._chunks[0]
+            cut = min(keep - self.start, head.size)
+            if cut == head.size:
+                self._chunks.popleft()
+            else:
+                self._chunks[0] = head[cut:]
+            self.start += cut
+
+    def clear(self, at: int) -> None:
+        """Forget everything; the timeline goes on at ``at``."""
+        self._chunks.clear()
+        self.start = self.end = at
+
+
 class Session:
     """One client's streaming state. Not thread-safe: one owner calls it (see module doc)."""
 
@@ -265,9 +340,8 @@ class Session:
         if identity == AUTO_IDENTITY:
             identity, self._pick_audio = MEAN_IDENTITY, []
         self._lookahead = cfg.lookahead_samples
-        # audio timeline: samples [_buf_start, _received) are buffered
-        self._buf = np.zeros(0, dtype=np.float32)
-        self._buf_start = 0
+        # audio timeline: samples [_buf.start, _received) are buffered
+        self._buf = _ChunkBuffer()
         self._received = 0  # R: end of the timeline
         self._consumed = 0  # C: samples handed to the current model stream
         self._audio_in = 0  # every sample ever fed (stats)
@@ -289,6 +363,9 @@ class Session:
         self._arrivals: deque[float] = deque()
         self._arr_base = 0
         self._first_arrival: float | None = None  # when the first sample arrived
+        # leaky bucket of audio ahead of real time (drop policy 1): level at _ahead_at
+        self._ahead_level_s = 0.0
+        self._ahead_at = 0.0
         # identity blend
         self._id_from = identity
         self._id_to = identity
@@ -298,6 +375,7 @@ class Session:
         self.frames_sent = 0
         self.dropped_frames = 0
         self.skipped_hops = 0
+        self.failed_hops = 0  # hops dropped for non-finite model output (drop policy 4)
         self._latency = LatencyWindow(cfg.latency_window_s, cfg.latency_window_max)
 
     # ------------------------------------------------------------------ timeline helpers
@@ -320,8 +398,9 @@ class Session:
         last = ((x + 1) * fps - 1) // sr  # the largest k with s(k) <= x
         return max(0, last - self._next_frame + 1)
 
-    def _next_hop(self) -> tuple[int, int, bool] | None:
-        """(n_frames, need, ready) of the hop at F, or None when no hop remains."""
+    def _next_hop(self, min_frames: int = 1) -> tuple[int, int, bool] | None:
+        """(n_frames, need, ready) of the hop at F, or None when no hop remains; before the
+        end, a hop is ready only once ``min_frames`` frames (at most max_hop_frames) are."""
         cfg = self.config
         ready = self._frames_ready()
         if self._ended and ready <= 0:
@@ -331,6 +410,8 @@ class Session:
             n *= 2
         if self._ended:
             n = min(n, ready)
+        elif ready < min(min_frames, cfg.max_hop_frames):
+            return n, self._sample_of(self._next_frame + n - 1) + self._lookahead + 1, False
         need = self._sample_of(self._next_frame + n - 1) + self._lookahead + 1
         return n, need, self._ended or need <= self._received
 
@@ -354,10 +435,7 @@ class Session:
         keep = self._sample_of(self._next_frame)
         if not self._reset_pending:
             keep = min(keep, self._consumed)
-        cut = min(max(keep - self._buf_start, 0), self._buf.size)
-        if cut:
-            self._buf = self._buf[cut:]
-            self._buf_start += cut
+        self._buf.trim(keep)
 
     # ------------------------------------------------------------------ audio in
     def feed_audio(self, samples: ArrayLike, now: float, rate_hz: int | None = None) -> None:
@@ -365,7 +443,7 @@ class Session:
         model's rate; other rates go through this session's resampler)."""
         if self._ended:
             raise ValueError("feed_audio() after end()")
-        x = np.asarray(samples, dtype=np.float32)
+        x = np.array(samples, dtype=np.float32)  # a copy: the buffer keeps it, not the caller
         if x.ndim != 1:
             raise ValueError(f"samples must be 1-D, got shape {x.shape}")
         rate = self.config.sample_rate_hz if rate_hz is None else rate_hz
@@ -380,8 +458,9 @@ class Session:
         if self._first_arrival is None and x.size:
             self._first_arrival = now
         self._audio_in += x.size
-        self._buf = np.concatenate([self._buf, x])
+        self._buf.append(x)
         self._received += x.size
+        self._fill_ahead(x.size / self.config.sample_rate_hz, now)
         self._log_arrivals(now)
         self._skip_stale(now)
 
@@ -401,12 +480,14 @@ class Session:
             k += 1
 
     # ------------------------------------------------------------------ hops
-    def ready_hops(self, now: float) -> list[HopRequest]:
-        """Skip stale hops, then issue every ready hop allowed by ``max_in_flight_hops``."""
+    def ready_hops(self, now: float, min_frames: int = 1) -> list[HopRequest]:
+        """Skip stale hops, then issue every ready hop allowed by ``max_in_flight_hops``.
+        ``min_frames``: wait until that many frames are ready (a loaded worker's hint: fewer,
+        larger hops of one size batch better across sessions); the last hops go regardless."""
         self._skip_stale(now)
         requests: list[HopRequest] = []
         while len(self._in_flight) < self.config.max_in_flight_hops:
-            hop = self._next_hop()
+            hop = self._next_hop(min_frames)
             if hop is None or not hop[2]:
                 break
             requests.append(self._issue(hop[0], hop[1], now))
@@ -416,15 +497,13 @@ class Session:
         start_frame = self._next_frame
         start = self._sample_of(start_frame) if self._reset_pending else self._consumed
         avail = min(need, self._received)
-        samples = self._buf[start - self._buf_start : avail - self._buf_start]
         padding = need - max(avail, start)
-        if padding > 0:
-            samples = np.concatenate([samples, np.zeros(padding, dtype=np.float32)])
+        samples = self._buf.read(start, avail, pad_to=max(padding, 0))  # a fresh array
         request = HopRequest(
             request_id=self._next_request_id,
             frame_start=start_frame,
             n_frames=n,
-            samples=samples.copy(),
+            samples=samples,
             sample_start=start,
             padding_samples=max(padding, 0),
             reset_state=self._reset_pending,
@@ -471,16 +550,23 @@ class Session:
             raise ValueError(f"coeffs must have shape ({item.n}, K), got {c.shape}")
         if self._coeff_dim is not None and c.shape[1] != self._coeff_dim:
             raise ValueError(f"coeffs have K={c.shape[1]}, earlier hops had {self._coeff_dim}")
-        if not np.isfinite(c).all():
-            raise ValueError("coeffs must be finite")
+        if offsets is not None and len(offsets) != item.n:
+            raise ValueError(f"offsets must have {item.n} frames, got {len(offsets)}")
         self._coeff_dim = c.shape[1]
         del self._in_flight[request_id]
-        item.coeffs = c
-        if offsets is not None:
-            if len(offsets) != item.n:
-                raise ValueError(f"offsets must have {item.n} frames, got {len(offsets)}")
+        if not np.isfinite(c).all() or (offsets is not None and not np.isfinite(offsets).all()):
+            self._drop_failed(item)  # drop policy 4: the session goes on
+        else:
+            item.coeffs = c
             item.offsets = offsets
         self._advance(now)
+
+    def _drop_failed(self, item: _PlanItem) -> None:
+        item.kind = "skip"
+        self.dropped_frames += item.n
+        self.failed_hops += 1
+        self._reset_pending = True  # no later hop builds on the model state that produced it
+        self._trim_buffer()
 
     # ------------------------------------------------------------------ frames out
     def _advance(self, now: float) -> None:
@@ -604,8 +690,8 @@ class Session:
         self._arrivals.clear()
         self._arr_base = resume
         self._next_frame = resume
-        self._received = self._consumed = self._buf_start = self._sample_of(resume)
-        self._buf = np.zeros(0, dtype=np.float32)
+        self._received = self._consumed = self._sample_of(resume)
+        self._buf.clear(self._received)
         self._reset_pending = True
         if self._pick_audio is not None and not self._picking:
             self._pick_audio, self._pick_heard = [], 0  # pick from what is said next
@@ -646,7 +732,22 @@ class Session:
     @property
     def buffered_samples(self) -> int:
         """Audio held by the session (not yet handed to the model, plus kept look-ahead)."""
-        return int(self._buf.size)
+        return self._buf.size
+
+    # ------------------------------------------------------------------ pacing (drop policy 1)
+    def _fill_ahead(self, seconds: float, now: float) -> None:
+        self._ahead_level_s = self.ahead_s(now) + seconds
+        self._ahead_at = now
+
+    def ahead_s(self, now: float) -> float:
+        """Seconds of audio the sender is ahead of real time: a leaky bucket filled by the
+        audio received and drained at real-time rate, never below zero."""
+        return max(0.0, self._ahead_level_s - max(0.0, now - self._ahead_at))
+
+    def read_delay_s(self, now: float) -> float:
+        """How long the adapter should wait before reading more audio from this client: 0
+        while it is at most ``max_ahead_s`` ahead of real time (drop policy 1)."""
+        return max(0.0, self.ahead_s(now) - self.config.max_ahead_s)
 
     @property
     def arrival_log_len(self) -> int:

@@ -1,19 +1,28 @@
 // The face: a three.js scene that shows the facecap head (when /assets/facecap.glb loads) or the
 // server's template mesh, and applies streamed frames to it.
 //
-// Two ways to drive it:
-// - "vertices" (default): the head is a BufferGeometry built from `ready.mesh` (template + faces),
-//   whose positions are replaced by each frame's absolute vertices. When the glTF is loaded and has
-//   the same vertex count, the head borrows its material, texture and UVs, and the eyes and teeth
-//   are placed by fitting the glTF head's world-space vertices onto the template (scale + offset).
-// - "weights": the glTF head itself, its morph target influences set from the frame's ARKit
-//   weights (mapped by name: `ready.blendshapes` order is not the glTF's target order).
+// Three ways to drive it:
+// - "coeffs" (the viewer's default; protocol v1.1 coefficient frames, K f16 a frame): morph
+//   target influences on the GPU, one per `ready.basis.names` entry. Without `basis.vectors` the
+//   basis is the facecap head's own ARKit blendshapes: the glTF head itself is shown and
+//   `morphTargetInfluences[morphTargetDictionary[name]]` is set (names it lacks are ignored).
+//   With `basis.vectors` (any other head or basis), the template mesh gets K relative morph
+//   targets built from them (geometry.morphAttributes, morphTargetsRelative).
+// - "vertices": the head is a BufferGeometry built from `ready.mesh` (template + faces), whose
+//   positions are replaced by each frame's absolute vertices (~16 KB a frame).
+// - "weights": vertex frames that also carry ARKit weights; the glTF head itself, its morph
+//   target influences set from the weights (mapped by name: `ready.blendshapes` order is not the
+//   glTF's target order).
+// In "vertices" and "coeffs"-with-vectors, when the glTF is loaded and has the same vertex count,
+// the template mesh borrows its material, texture and UVs, and the eyes and teeth are placed by
+// fitting the glTF head's world-space vertices onto the template (scale + offset).
 
 import * as THREE from "three";
 import { OrbitControls } from "three/addons/controls/OrbitControls.js";
 import { GLTFLoader } from "three/addons/loaders/GLTFLoader.js";
 import { KTX2Loader } from "three/addons/loaders/KTX2Loader.js";
 import { MeshoptDecoder } from "three/addons/libs/meshopt_decoder.module.js";
+import { gram, morphedVertex, rmsOffset } from "./morph.js";
 
 const BASIS_PATH = "/node_modules/three/examples/jsm/libs/basis/";
 const SKIN = 0xd8a48f;
@@ -40,12 +49,18 @@ export class FaceView {
     this.controls.dampingFactor = 0.08;
     this.addLights();
 
-    this.gltf = null; // {root, wrapper, head, eyesAndTeeth}
-    this.template = null; // {mesh, vertexCount, positions, blendshapes}
-    this.mode = "vertices";
+    this.gltf = null; // {root, wrapper, head, morphIndex}
+    this.template = null; // {mesh, vertexCount, rest, positions, blendshapes, basis}
+    this.mode = "vertices"; // "vertices" | "weights" | "coeffs"
     this.faceSource = "none"; // "gltf" | "template+gltf" | "template" | "none"
     this.mouthPair = null; // [upper, lower] vertex indices, when known
     this.weightIndex = null; // ready.blendshapes index -> glTF morph index
+    // Coefficient frames ("coeffs" mode): {mesh (the morphed one), index (basis k -> morph target
+    // or -1), scale (mesh world -> template metres), rest, vectors (K*V*3, template frame) and
+    // gram (their K×K Gram matrix), for measuring frames on the CPU}; null when not in "coeffs"
+    // mode or the basis cannot be shown.
+    this.coeff = null;
+    this.coeffError = null; // why coefficient frames cannot be shown (main.js falls back)
 
     this.resizeObserver = new ResizeObserver(() => this.resize());
     this.resizeObserver.observe(canvas.parentElement ?? canvas);
@@ -108,8 +123,12 @@ export class FaceView {
     }
   }
 
-  /** The server's mesh from `ready`: {vertexCount, template: Float32Array, faces: Uint32Array, blendshapes}. */
-  setMesh({ vertexCount, template, faces, blendshapes }) {
+  /**
+   * The server's mesh from `ready`: {vertexCount, template: Float32Array, faces: Uint32Array,
+   * blendshapes, basis}; `basis` (coefficient frames only) is {names, vectors: Float32Array
+   * (K*V*3) | null}, else null.
+   */
+  setMesh({ vertexCount, template, faces, blendshapes, basis = null }) {
     if (this.template) {
       this.scene.remove(this.template.mesh);
       this.template.mesh.geometry.dispose();
@@ -119,16 +138,20 @@ export class FaceView {
     geometry.setAttribute("position", new THREE.BufferAttribute(positions, 3).setUsage(THREE.DynamicDrawUsage));
     geometry.setIndex(new THREE.BufferAttribute(faces, 1));
     geometry.computeVertexNormals();
+    if (basis?.vectors) addMorphTargets(geometry, basis.names, basis.vectors);
     geometry.computeBoundingSphere();
     const mesh = new THREE.Mesh(geometry, new THREE.MeshStandardMaterial({ color: SKIN, roughness: 0.62, metalness: 0 }));
+    if (basis?.vectors) mesh.updateMorphTargets(); // influences (all 0) and the name dictionary
     mesh.frustumCulled = false;
-    this.template = { mesh, vertexCount, rest: new Float32Array(template), positions, blendshapes };
+    this.template = { mesh, vertexCount, rest: new Float32Array(template), positions, blendshapes, basis };
     this.scene.add(mesh);
     this.rebuild();
   }
 
   setMode(mode) {
-    this.mode = mode === "weights" ? "weights" : "vertices";
+    mode = ["weights", "coeffs"].includes(mode) ? mode : "vertices";
+    if (mode === this.mode) return;
+    this.mode = mode;
     this.rebuild();
   }
 
@@ -138,17 +161,34 @@ export class FaceView {
     const t = this.template;
     this.mouthPair = null;
     this.weightIndex = null;
+    this.coeff = null;
+    this.coeffError = null;
     if (g) {
       g.wrapper.position.set(0, 0, 0);
       g.wrapper.scale.setScalar(1);
       g.wrapper.updateMatrixWorld(true);
+      g.head.morphTargetInfluences.fill(0);
     }
-    if (g && (!t || this.mode === "weights")) {
-      // The glTF alone: idle before `ready`, or driven by weights.
+    const basis = this.mode === "coeffs" ? t?.basis ?? null : null;
+    const fit = g && t && count(g.head) === t.vertexCount ? fitScaleOffset(worldPositions(g.head), t.rest) : null;
+    const fits = fit && fit.rms < FIT_TOLERANCE * fit.radius;
+    if (this.mode === "coeffs" && t && !basis) this.coeffError = "the server sent no basis for coefficient frames";
+    if (basis && !basis.vectors) {
+      // The facecap head's own blendshapes: the glTF head must be here, and be the server's head.
+      if (!g) this.coeffError = "the basis has no vectors and the face asset (its morph targets) is not loaded";
+      else if (!fits) this.coeffError = "the basis has no vectors and the face asset is not the server's head";
+      else if (!basis.names.some((n) => g.morphIndex[arkitName(n)] !== undefined)) this.coeffError = "the face asset has none of the basis's morph targets";
+    }
+    if (g && (!t || this.mode === "weights" || (basis && !basis.vectors && !this.coeffError))) {
+      // The glTF alone: idle before `ready`, driven by weights, or by its own blendshapes.
       g.wrapper.visible = true;
       g.head.visible = true;
       if (t) t.mesh.visible = false;
       if (t?.blendshapes) this.weightIndex = t.blendshapes.map((n) => g.morphIndex[arkitName(n)] ?? -1);
+      if (basis) {
+        this.mouthPair = findMouthPair(g.head, g.morphIndex, t.rest, fit.scale);
+        this.coeff = gltfCoeffs(g, basis.names, t.rest, fit.scale);
+      }
       this.faceSource = "gltf";
       this.frame(new THREE.Box3().setFromObject(g.head, true));
       return;
@@ -158,8 +198,7 @@ export class FaceView {
       return;
     }
     t.mesh.visible = true;
-    const fit = g && count(g.head) === t.vertexCount ? fitScaleOffset(worldPositions(g.head), t.rest) : null;
-    if (g && fit && fit.rms < FIT_TOLERANCE * fit.radius) {
+    if (g && fits) {
       // Same head: borrow the texture and UVs; place eyes and teeth on the template.
       g.wrapper.scale.setScalar(fit.scale);
       g.wrapper.position.copy(fit.offset);
@@ -180,8 +219,13 @@ export class FaceView {
       t.mesh.material = new THREE.MeshStandardMaterial({ color: SKIN, roughness: 0.62, metalness: 0, side: THREE.DoubleSide });
       this.faceSource = "template";
     }
-    t.mesh.geometry.computeBoundingBox();
-    this.frame(t.mesh.geometry.boundingBox);
+    if (t.mesh.morphTargetInfluences) t.mesh.morphTargetInfluences.fill(0);
+    if (basis?.vectors) {
+      const index = Int32Array.from(basis.names, (_, k) => k);
+      this.coeff = { mesh: t.mesh, index, scale: 1, rest: t.rest, vectors: basis.vectors, gram: gram(basis.vectors, index.length) };
+    }
+    // The rest face's box: three.js's own (computeBoundingBox) would grow by every morph target.
+    this.frame(new THREE.Box3().setFromArray(t.rest));
   }
 
   /** Point the camera at the head so that its box fills the view (with a margin); place the lights. */
@@ -225,7 +269,84 @@ export class FaceView {
   }
 
   /**
-   * Show one frame. `vertices`: Float32Array (V*3) or null; `weights`: Float32Array in
+   * {mouth, motion} of a coefficient frame, as measure() gives for the vertices it stands for
+   * (rest + sum_k coeffs[k] * vectors[k], what the GPU draws), without building them: the two
+   * lip vertices, and the RMS offset through the basis's Gram matrix (morph.js).
+   */
+  measureCoeffs(coeffs) {
+    const c = this.coeff;
+    if (!c || coeffs.length !== c.index.length) return { mouth: null, motion: null };
+    const motion = 1000 * rmsOffset(c.gram, coeffs, c.rest.length / 3);
+    const pair = this.mouthPair;
+    if (!pair) return { mouth: null, motion };
+    const a = morphedVertex(c.rest, c.vectors, coeffs, pair[0]);
+    const b = morphedVertex(c.rest, c.vectors, coeffs, pair[1]);
+    return { mouth: Math.hypot(a[0] - b[0], a[1] - b[1], a[2] - b[2]), motion };
+  }
+
+  /** Show one coefficient frame (Float32Array in `ready.basis.names` order) as morph influences. */
+  showCoeffs(coeffs) {
+    const c = this.coeff;
+    if (!c || this.mode !== "coeffs") return;
+    const infl = c.mesh.morphTargetInfluences;
+    for (let k = 0; k < c.index.length; k++) {
+      const j = c.index[k];
+      if (j >= 0) infl[j] = coeffs[k];
+    }
+    this.dirty = true;
+  }
+
+  /** Back to the neutral face: influences 0, the template's positions. */
+  rest() {
+    this.gltf?.head.morphTargetInfluences.fill(0);
+    const t = this.template;
+    if (t) {
+      t.mesh.morphTargetInfluences?.fill(0);
+      t.positions.set(t.rest);
+      t.mesh.geometry.attributes.position.needsUpdate = true;
+      t.mesh.geometry.computeVertexNormals();
+    }
+    this.dirty = true;
+  }
+
+  /**
+   * Lip-centre distance (metres) of the face as it is drawn, read back from the shown mesh
+   * (three.js applies its morph targets on the CPU: Mesh.getVertexPosition); null when unknown.
+   */
+  shownMouth() {
+    const pair = this.mouthPair;
+    const mesh = this.coeff?.mesh ?? (this.mode === "vertices" ? this.template?.mesh : null);
+    if (!pair || !mesh) return null;
+    mesh.updateWorldMatrix(true, false);
+    const a = mesh.getVertexPosition(pair[0], new THREE.Vector3()).applyMatrix4(mesh.matrixWorld);
+    const b = mesh.getVertexPosition(pair[1], new THREE.Vector3()).applyMatrix4(mesh.matrixWorld);
+    return a.distanceTo(b) * (this.coeff?.scale ?? 1);
+  }
+
+  /**
+   * Draw now and return the canvas as grey levels, every `step`-th pixel in x and y:
+   * {width, height, grey: number[]} (for tests comparing two faces; WebGL keeps the drawing
+   * buffer only until the page is composited, so it is read in the same task as the render).
+   */
+  snapshot(step = 4) {
+    this.renderer.render(this.scene, this.camera);
+    const gl = this.renderer.getContext();
+    const w = gl.drawingBufferWidth;
+    const h = gl.drawingBufferHeight;
+    const rgba = new Uint8Array(w * h * 4);
+    gl.readPixels(0, 0, w, h, gl.RGBA, gl.UNSIGNED_BYTE, rgba);
+    const grey = [];
+    for (let y = 0; y < h; y += step) {
+      for (let x = 0; x < w; x += step) {
+        const i = 4 * (y * w + x);
+        grey.push(Math.round(0.299 * rgba[i] + 0.587 * rgba[i + 1] + 0.114 * rgba[i + 2]));
+      }
+    }
+    return { width: Math.ceil(w / step), height: Math.ceil(h / step), grey };
+  }
+
+  /**
+   * Show one vertex frame. `vertices`: Float32Array (V*3) or null; `weights`: Float32Array in
    * `ready.blendshapes` order, or null.
    */
   show(vertices, weights) {
@@ -268,6 +389,85 @@ export class FaceView {
 }
 
 // ---- geometry helpers --------------------------------------------------------------------------
+/**
+ * K relative morph targets on `geometry` from `vectors` (K*V*3, metres per unit coefficient),
+ * named by `names`, with normal deltas (the normals of template + vectors[k], minus the
+ * template's, as glTF morph normals are) so that the shading follows the motion.
+ */
+function addMorphTargets(geometry, names, vectors) {
+  const rest = geometry.getAttribute("position").array;
+  const restNormals = geometry.getAttribute("normal").array;
+  const index = geometry.getIndex().array;
+  const n = rest.length;
+  const moved = new Float32Array(n);
+  geometry.morphAttributes.position = [];
+  geometry.morphAttributes.normal = [];
+  names.forEach((name, k) => {
+    const delta = vectors.subarray(k * n, (k + 1) * n);
+    const p = new THREE.BufferAttribute(delta, 3);
+    p.name = name;
+    geometry.morphAttributes.position.push(p);
+    for (let i = 0; i < n; i++) moved[i] = rest[i] + delta[i];
+    const normals = vertexNormals(moved, index);
+    for (let i = 0; i < n; i++) normals[i] -= restNormals[i];
+    const nAttr = new THREE.BufferAttribute(normals, 3);
+    nAttr.name = name;
+    geometry.morphAttributes.normal.push(nAttr);
+  });
+  geometry.morphTargetsRelative = true;
+}
+
+/** Unit area-weighted vertex normals of an indexed triangle mesh (as computeVertexNormals). */
+function vertexNormals(p, index) {
+  const out = new Float32Array(p.length);
+  for (let f = 0; f < index.length; f += 3) {
+    const a = 3 * index[f];
+    const b = 3 * index[f + 1];
+    const c = 3 * index[f + 2];
+    const ux = p[b] - p[a]; const uy = p[b + 1] - p[a + 1]; const uz = p[b + 2] - p[a + 2];
+    const vx = p[c] - p[a]; const vy = p[c + 1] - p[a + 1]; const vz = p[c + 2] - p[a + 2];
+    const nx = uy * vz - uz * vy; const ny = uz * vx - ux * vz; const nz = ux * vy - uy * vx;
+    for (const i of [a, b, c]) {
+      out[i] += nx;
+      out[i + 1] += ny;
+      out[i + 2] += nz;
+    }
+  }
+  for (let i = 0; i < out.length; i += 3) {
+    const len = Math.hypot(out[i], out[i + 1], out[i + 2]) || 1;
+    out[i] /= len;
+    out[i + 1] /= len;
+    out[i + 2] /= len;
+  }
+  return out;
+}
+
+/**
+ * Coefficient frames on the glTF head's own morph targets: basis k -> glTF target index (-1 for a
+ * name the head lacks), and the targets in the template's frame (world linear part, then the fit
+ * scale), in basis order, so that frames can be measured where the server's template lives.
+ */
+function gltfCoeffs(g, names, rest, scale) {
+  const head = g.head;
+  head.updateWorldMatrix(true, false);
+  const linear = new THREE.Matrix3().setFromMatrix4(head.matrixWorld);
+  const morphs = head.geometry.morphAttributes.position;
+  const n = rest.length;
+  const index = Int32Array.from(names, (name) => g.morphIndex[arkitName(name)] ?? -1);
+  const vectors = new Float32Array(names.length * n);
+  const v = new THREE.Vector3();
+  index.forEach((j, k) => {
+    if (j < 0) return;
+    const attr = morphs[j];
+    for (let i = 0; i < n / 3; i++) {
+      v.fromBufferAttribute(attr, i).applyMatrix3(linear).multiplyScalar(scale);
+      vectors[k * n + 3 * i] = v.x;
+      vectors[k * n + 3 * i + 1] = v.y;
+      vectors[k * n + 3 * i + 2] = v.z;
+    }
+  });
+  return { mesh: head, index, scale, rest, vectors, gram: gram(vectors, names.length) };
+}
 /** facecap spells ARKit names "jawOpen", "eyeBlink_L"; Apple (and `ready.blendshapes`) "eyeBlinkLeft". */
 export const arkitName = (name) => name.replace(/_L$/, "Left").replace(/_R$/, "Right");
 

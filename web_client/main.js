@@ -5,8 +5,12 @@
 //   ?identity=NAME      talking style for hello ("auto" = picked from the voice)
 //   ?autostart=mic|webrtc|ws|file   start without a click (mic = WebRTC when available, else ws)
 //   ?src=URL            the audio file for autostart=file
-//   ?drive=weights      drive the glTF's morph targets from ARKit weights (hello weights: true)
-//   ?format=f32         vertex format asked for in hello (default f16)
+//   ?drive=coeffs       (the default) coefficient frames (hello format "coeffs", ~160 bytes a
+//                       frame), applied as morph targets on the GPU
+//   ?drive=vertices     vertex frames (~16 KB a frame), positions replaced every frame
+//   ?drive=weights      vertex frames with ARKit weights driving the glTF's morph targets
+//   ?format=f32         vertex format for the vertex drives (default f16; f16/f32 alone means
+//                       ?drive=vertices; ?format=coeffs means ?drive=coeffs)
 //   ?ws=URL             WebSocket URL (default: this page's host, /ws)
 //   ?delay_ms=N         fixed playout delay for file playback (default: from the first frame)
 //   ?asset=URL          face asset (default /assets/facecap.glb)
@@ -15,19 +19,28 @@
 import * as P from "./protocol.js";
 import { FaceView } from "./face.js";
 import { Session, describeClose, defaultWsUrl } from "./session.js";
-import { PlayoutBuffer, FrameCounter, SlidingWindow, backoffDelayMs, choosePlayoutDelayS } from "./playout.js";
+import { PlayoutBuffer, FrameCounter, SlidingWindow, ByteRate, backoffDelayMs, choosePlayoutDelayS } from "./playout.js";
 import {
   AudioSourceError, FilePlayer, LevelMeter, WebRtcSender, WorkletCapture, f32Bytes, openMicrophone, webrtcAvailable, FILE_SEND_RATE_HZ,
 } from "./audio.js";
 
 const params = new URLSearchParams(window.location.search);
+const DRIVES = ["coeffs", "vertices", "weights"];
+
+/** What drives the face: ?drive= when valid, else vertices when ?format= names a vertex format. */
+function chooseDrive(drive, format) {
+  if (DRIVES.includes(drive)) return drive;
+  if (format === "f16" || format === "f32") return "vertices";
+  return "coeffs";
+}
+
 const config = Object.freeze({
   token: params.get("token"),
   identity: params.get("identity"),
   autostart: params.get("autostart"),
   src: params.get("src"),
-  drive: params.get("drive") === "weights" ? "weights" : "vertices",
-  format: params.get("format") === "f32" ? "f32" : "f16",
+  drive: chooseDrive(params.get("drive"), params.get("format")),
+  vertexFormat: params.get("format") === "f32" ? "f32" : "f16", // for the vertex drives
   wsUrl: params.get("ws") || defaultWsUrl(),
   delayMs: params.has("delay_ms") ? Number(params.get("delay_ms")) : null,
   asset: params.get("asset") ?? "/assets/facecap.glb",
@@ -43,7 +56,7 @@ const $ = (id) => document.getElementById(id);
 const ui = {
   stage: $("stage"), canvas: $("face"), banner: $("banner"), faceNote: $("face-note"),
   pill: $("conn-pill"), dot: $("hud-dot"), state: $("hud-state"),
-  latency: $("hud-latency"), serverLatency: $("hud-server-latency"), fps: $("hud-fps"), frames: $("hud-frames"), av: $("hud-av"), level: $("hud-level"),
+  latency: $("hud-latency"), serverLatency: $("hud-server-latency"), fps: $("hud-fps"), frames: $("hud-frames"), av: $("hud-av"), level: $("hud-level"), rate: $("hud-rate"),
   identity: $("identity"), transport: $("transport"), drive: $("drive"),
   mic: $("btn-mic"), fileLabel: $("btn-file-label"), fileInput: $("file-input"), stop: $("btn-stop"), interrupt: $("btn-interrupt"),
   metaSession: $("meta-session"), metaFace: $("meta-face"), metaSource: $("meta-source"),
@@ -57,10 +70,16 @@ const hook = {
   message: null, // the banner's text
   source: null, // null | "webrtc" | "ws" | "file"
   session: null, identity: null, identities: [], fps: null, vertexCount: null,
+  format: null, // what the hello asked for: "coeffs" | "f16" | "f32"
+  basis: null, // coefficient frames: {names, vectors (whether ready.basis had them)}
+  lookaheadMs: null, // ready.lookahead_ms
+  bytesReceived: 0, // every message of every run (sizes of the WebSocket messages)
+  bytesPerS: null, // the HUD's "received": bytes per second over the last 2 s
+  fallback: null, // why coefficient frames were given up for vertices, if they were
   assetLoaded: null, // true | false once tried
   faceSource: "none", // "gltf" | "template+gltf" | "template" | "none"
   framesReceived: 0, framesShown: 0, drops: 0, lateFrames: 0,
-  lastFrame: null, // {seq, t, latency_ms, receivedAt (performance.now ms), hasWeights}
+  lastFrame: null, // {seq, t, latency_ms, receivedAt (performance.now ms), hasWeights, kind: "coeffs" | "vertices", bytes}
   latency: { p50: null, p95: null }, // ms, over the last LATENCY_WINDOW frames
   serverStats: null, // the last `stats` message
   playoutDelayMs: null, // file playback: audio is heard this long after it is sent
@@ -68,6 +87,7 @@ const hook = {
   micLevel: [], // microphone sources, every 50 ms: {at (performance.now ms), db (RMS dBFS)}
   rtcState: null, // the WebRTC peer connection's state (webrtc source)
   shownSeq: null, // seq of the frame on screen
+  shownMouth: null, // lip-centre distance (m) of the face as drawn, read back from the shown mesh
   pixelRatio: null, // set when the display was too slow and the resolution was lowered
   renderMs: null, // average time to submit one render
   avSync: [], // file playback, per shown frame: {seq, t, clock (media time heard then), wallClock, offsetMs = (clock - t) * 1000, buffered}
@@ -78,6 +98,7 @@ const hook = {
   stop: () => app.stop(),
   interrupt: () => app.interrupt(),
   setIdentity: (name) => app.setIdentity(name),
+  snapshot: (step) => app.face.snapshot(step), // the canvas drawn now, as grey levels
 };
 window.__talker = hook;
 
@@ -90,9 +111,10 @@ class App {
   constructor() {
     this.face = new FaceView(ui.canvas);
     this.face.setMode(config.drive);
+    this.assetLoaded = null; // the face asset's loading promise
     this.run = null; // the active source + session
     this.audioCtx = null; // for file playback; created in a click handler
-    this.meshBytes = null;
+    this.meshKey = null; // the {template, names, vectors} the face was built from
     this.healthAttempt = 0;
     this.healthTimer = null;
     this.defaultIdentity = null;
@@ -105,7 +127,7 @@ class App {
     this.setState("starting");
     ui.faceNote.textContent = "loading face…";
     ui.faceNote.hidden = false;
-    const assetPromise = this.face.loadAsset(config.asset).then((ok) => {
+    const assetPromise = this.assetLoaded = this.face.loadAsset(config.asset).then((ok) => {
       hook.assetLoaded = ok;
       this.updateFaceMeta();
       if (!ok && !this.face.template) ui.faceNote.textContent = "face asset not available — the face appears when the server is reached";
@@ -168,11 +190,16 @@ class App {
     ui.identity.addEventListener("change", () => this.setIdentity(ui.identity.value));
     ui.drive.value = config.drive;
     ui.drive.addEventListener("change", () => {
-      this.face.setMode(ui.drive.value);
-      this.updateFaceMeta();
-      if (this.run && ui.drive.value === "weights" && !this.run.weights) {
+      const run = this.run;
+      const coeffs = ui.drive.value === "coeffs";
+      if (!run) {
+        this.face.setMode(ui.drive.value);
+      } else if (coeffs !== (run.format === "coeffs")) {
+        this.banner(`This session streams ${run.format === "coeffs" ? "coefficients" : "vertices"}: the choice applies from the next start.`, "warn");
+      } else if (ui.drive.value === "weights" && !run.weights) {
         this.banner("ARKit weights were not requested for this session: they apply from the next start.", "warn");
       }
+      this.updateFaceMeta();
     });
     if (!webrtcAvailable()) ui.transport.value = "ws";
   }
@@ -191,9 +218,16 @@ class App {
     if (mode === "mic") mode = ui.transport.value === "ws" || !webrtcAvailable() ? "ws" : "webrtc";
     if (mode === "webrtc" && !webrtcAvailable()) mode = "ws";
     if (mode !== "file") ui.transport.value = mode;
-    const run = { mode, label, attempt: 0, stopping: false, weights: ui.drive.value === "weights", queue: [], queued: 0 };
+    const drive = ui.drive.value;
+    const run = {
+      mode, label, attempt: 0, stopping: false, queue: [], queued: 0,
+      format: drive === "coeffs" ? "coeffs" : config.vertexFormat, // may fall back to vertices
+      weights: drive === "weights",
+      byteRate: new ByteRate({ windowS: 2 }),
+    };
     this.run = run;
     hook.source = mode;
+    hook.fallback = null;
     this.setState("connecting");
     this.updateButtons();
     try {
@@ -224,6 +258,9 @@ class App {
       return;
     }
     ui.metaSource.textContent = mode === "file" ? `file ${label ?? ""} (${run.file.duration.toFixed(1)} s)` : `mic · ${mode}`;
+    // Coefficient frames without basis vectors need the face asset's morph targets: let it load.
+    if (run.format === "coeffs") await Promise.race([this.assetLoaded, new Promise((r) => setTimeout(r, 3000))]);
+    if (this.run !== run) return;
     this.connect(run);
   }
 
@@ -234,22 +271,24 @@ class App {
       encoding: "pcm_f32le",
       audio: run.mode === "webrtc" ? "webrtc" : "ws",
       identity,
-      format: config.format,
-      weights: run.weights,
+      format: run.format,
+      weights: run.weights && run.format !== "coeffs",
       token: config.token,
     }, {
       onOpen: () => this.run === run && this.setState("connecting"),
-      onMessage: (msg) => this.run === run && this.onMessage(run, msg),
+      onMessage: (msg, bytes) => this.run === run && this.onMessage(run, msg, bytes),
       onClose: (info) => this.onClose(run, info),
     });
     run.session.connect();
   }
 
-  onMessage(run, msg) {
+  onMessage(run, msg, bytes) {
+    run.byteRate.add(bytes, performance.now() / 1000);
+    hook.bytesReceived += bytes;
     switch (msg.type) {
       case "ready": return this.onReady(run, msg);
       case "answer": return run.rtc?.applyAnswer(msg.sdp).catch((err) => this.fail(`WebRTC answer rejected: ${err.message}`, "webrtc"));
-      case "frame": return this.onFrame(run, msg);
+      case "frame": return this.onFrame(run, msg, bytes);
       case "stats": hook.serverStats = msg; return undefined;
       case "error":
         pushBounded(hook.errors, { code: msg.code, message: msg.message });
@@ -272,25 +311,38 @@ class App {
     run.latencyWindow = new SlidingWindow(LATENCY_WINDOW);
     run.vbuf = new Float32Array(run.vertexCount * 3); // shown frame
     run.scratch = new Float32Array(run.vertexCount * 3); // measured frame
+    run.coeffCount = ready.basis?.names.length ?? 0;
+    run.cbuf = new Float32Array(run.coeffCount); // shown frame's coefficients
+    run.cscratch = new Float32Array(run.coeffCount); // measured frame's
     hook.session = ready.session;
+    hook.format = run.format;
+    hook.basis = ready.basis ? { names: [...ready.basis.names], vectors: ready.basis.vectors !== null } : null;
+    hook.lookaheadMs = ready.lookahead_ms;
     hook.identity = ready.identity;
     hook.fps = ready.fps;
     hook.vertexCount = run.vertexCount;
     this.defaultIdentity ??= ready.identity;
     this.fillIdentities(ready.identities, ready.identity);
     ui.metaSession.textContent = ready.session;
-    if (!sameBytes(this.meshBytes, ready.mesh.template)) {
-      this.meshBytes = ready.mesh.template.slice();
+    // The face's mode is the run's: coefficient frames drive morph targets; vertex frames
+    // (positions, or ARKit weights on the glTF) switch per frame in display().
+    this.face.setMode(run.format === "coeffs" ? "coeffs" : this.face.mode === "coeffs" ? "vertices" : this.face.mode);
+    const basis = ready.basis ? { names: ready.basis.names, vectors: ready.basis.vectors } : null;
+    const key = { template: ready.mesh.template, names: basis?.names.join("\n") ?? null, vectors: basis?.vectors ?? null };
+    if (!sameMesh(this.meshKey, key)) {
+      this.meshKey = { template: key.template.slice(), names: key.names, vectors: key.vectors?.slice() ?? null };
       this.face.setMesh({
         vertexCount: run.vertexCount,
         template: P.f32FromBytes(ready.mesh.template, "ready.mesh.template"),
         faces: P.u32FromBytes(ready.mesh.faces, "ready.mesh.faces"),
         blendshapes: ready.blendshapes,
+        basis: basis && { names: basis.names, vectors: P.basisVectors(basis) },
       });
       ui.faceNote.hidden = true;
     }
+    if (run.format === "coeffs" && this.face.coeffError) return this.fallBackToVertices(run, this.face.coeffError);
     this.updateFaceMeta();
-    this.banner(null);
+    this.banner(run.fallback ? fallbackText(run.fallback) : null, "warn");
     this.setState("streaming");
     this.updateButtons();
     if (run.mode === "webrtc") {
@@ -326,18 +378,44 @@ class App {
     while (run.queued > MIC_QUEUE_MAX_S * run.sampleRate) run.queued -= run.queue.shift().length;
   }
 
-  onFrame(run, frame) {
+  /**
+   * Coefficient frames cannot be shown here (no basis, or no vectors and no matching face asset):
+   * start this run again asking for vertex frames. Not an error: the face still moves.
+   */
+  fallBackToVertices(run, why) {
+    hook.fallback = why;
+    run.fallback = why;
+    console.warn(`coefficient frames: ${why}; asking for vertex frames instead`);
+    this.banner(fallbackText(why), "warn");
+    run.format = config.vertexFormat;
+    this.meshKey = null;
+    this.face.setMode("vertices");
+    const old = run.session;
+    old.handlers = {}; // its close is not this run's end
+    old.close();
+    this.connect(run); // the audio has not started yet: it starts on the next `ready`
+  }
+
+  onFrame(run, frame, bytes) {
     const now = performance.now();
     const gap = run.counter.add(frame.seq, now / 1000);
     hook.framesReceived += 1;
     hook.drops += gap;
     run.latencyWindow.add(frame.latency_ms);
     hook.latency = { p50: run.latencyWindow.percentile(50), p95: run.latencyWindow.percentile(95) };
-    hook.lastFrame = { seq: frame.seq, t: frame.t, latency_ms: frame.latency_ms, receivedAt: now, hasWeights: !!frame.weights };
-    // Measured on arrival, so the history holds every frame even when rendering is slow.
-    const vertices = this.decodeVertices(run, frame, run.scratch);
-    if (vertices) {
-      const m = this.face.measure(vertices);
+    const kind = frame.coeffs ? "coeffs" : "vertices";
+    hook.lastFrame = { seq: frame.seq, t: frame.t, latency_ms: frame.latency_ms, receivedAt: now, hasWeights: !!frame.weights, kind, bytes };
+    // Measured on arrival, so the history holds every frame even when rendering is slow; a
+    // coefficient frame through the basis on the CPU (the GPU does the same for the shown one).
+    let m = null;
+    if (run.format === "coeffs") {
+      const coeffs = this.decodeCoeffs(run, frame, run.cscratch);
+      if (coeffs) m = this.face.measureCoeffs(coeffs);
+    } else {
+      const vertices = this.decodeVertices(run, frame, run.scratch);
+      if (vertices) m = this.face.measure(vertices);
+    }
+    if (m) {
       pushBounded(hook.lipSpread, { seq: frame.seq, t: frame.t, mouth: m.mouth, motion: m.motion, latencyMs: frame.latency_ms, receivedAt: now });
     }
     if (!run.playout.push(frame)) hook.lateFrames += 1;
@@ -350,12 +428,25 @@ class App {
   /** The frame's vertices as Float32Array in `out`, or null (recorded once) when malformed. */
   decodeVertices(run, frame, out) {
     try {
-      return P.frameVertices(frame, { format: config.format, vertexCount: run.vertexCount }, out);
+      return P.frameVertices(frame, { format: run.format, vertexCount: run.vertexCount }, out);
     } catch (err) {
-      if (!run.badFrame) pushBounded(hook.errors, { code: err.code ?? "bad_frame", message: err.message });
-      run.badFrame = true;
-      return null;
+      return this.badFrame(run, err);
     }
+  }
+
+  /** The frame's coefficients as Float32Array in `out`, or null (recorded once) when malformed. */
+  decodeCoeffs(run, frame, out) {
+    try {
+      return P.frameCoeffs(frame, run.coeffCount, out);
+    } catch (err) {
+      return this.badFrame(run, err);
+    }
+  }
+
+  badFrame(run, err) {
+    if (!run.badFrame) pushBounded(hook.errors, { code: err.code ?? "bad_frame", message: err.message });
+    run.badFrame = true;
+    return null;
   }
 
   schedulePlayback(run, delayS) {
@@ -369,6 +460,9 @@ class App {
   onClose(run, { code, reason, error, wasReady }) {
     pushBounded(hook.closes, { code, reason, error: error ? { code: error.code, message: error.message } : null });
     if (this.run !== run) return;
+    if (!wasReady && run.format === "coeffs" && error?.code === "bad_value" && /'format'/.test(error.message)) {
+      return this.fallBackToVertices(run, "this server does not offer them"); // a v1.0 server
+    }
     const what = describeClose(code, error);
     if (run.stopping || code === P.CLOSE.NORMAL) {
       // Finished: a file keeps playing out the frames it has.
@@ -393,6 +487,7 @@ class App {
     }
     this.releaseSources(run);
     this.run = null;
+    this.face.rest();
     hook.source = null;
     pushBounded(hook.errors, { code: error?.code ?? what.kind, message: what.text });
     this.banner(what.text, "bad");
@@ -456,7 +551,11 @@ class App {
   finishRun(run) {
     clearTimeout(run.closeTimer);
     this.releaseSources(run);
-    if (this.run === run) this.run = null;
+    if (this.run === run) {
+      this.run = null;
+      this.face.rest(); // stopped: the neutral face, not the last frame
+      hook.shownMouth = this.face.shownMouth();
+    }
     hook.source = null;
     this.setState("online");
     this.updateButtons();
@@ -503,8 +602,26 @@ class App {
   }
 
   display(run, frame, clock) {
+    if (run.format === "coeffs") {
+      const coeffs = this.decodeCoeffs(run, frame, run.cbuf);
+      if (!coeffs) return;
+      this.face.showCoeffs(coeffs);
+    } else if (!this.displayVertices(run, frame)) {
+      return;
+    }
+    hook.framesShown += 1;
+    hook.shownSeq = frame.seq;
+    hook.shownMouth = this.face.shownMouth();
+    if (clock !== null) {
+      const wallClock = (performance.now() - run.file.startWallMs) / 1000 - run.file.delayS;
+      pushBounded(hook.avSync, { seq: frame.seq, t: frame.t, clock, wallClock, offsetMs: (clock - frame.t) * 1000, buffered: run.playout.size });
+    }
+  }
+
+  /** Show a vertex frame (positions, or ARKit weights on the glTF); false when malformed. */
+  displayVertices(run, frame) {
     const vertices = this.decodeVertices(run, frame, run.vbuf);
-    if (!vertices) return;
+    if (!vertices) return false;
     let weights = null;
     try {
       if (frame.weights) weights = P.frameWeights(frame, run.ready.blendshapes.length);
@@ -517,12 +634,7 @@ class App {
       this.updateFaceMeta();
     }
     this.face.show(vertices, weights);
-    hook.framesShown += 1;
-    hook.shownSeq = frame.seq;
-    if (clock !== null) {
-      const wallClock = (performance.now() - run.file.startWallMs) / 1000 - run.file.delayS;
-      pushBounded(hook.avSync, { seq: frame.seq, t: frame.t, clock, wallClock, offsetMs: (clock - frame.t) * 1000, buffered: run.playout.size });
-    }
+    return true;
   }
 
   // ---- UI -------------------------------------------------------------------------------------
@@ -592,6 +704,8 @@ class App {
     const last = hook.avSync[hook.avSync.length - 1];
     ui.level.textContent = run && run.levelDb !== undefined && run.meter ? `${Math.max(-99, run.levelDb).toFixed(0)} dBFS` : "–";
     ui.av.textContent = run?.mode === "file" && last ? `${last.offsetMs.toFixed(0)} ms (delay ${hook.playoutDelayMs ?? "–"} ms)` : "–";
+    hook.bytesPerS = run?.byteRate ? run.byteRate.rate(now) : null;
+    ui.rate.textContent = hook.bytesPerS === null ? "–" : `${formatRate(hook.bytesPerS)}${run.format === "coeffs" ? " · coeffs" : ` · ${run.format} vertices`}`;
   }
 }
 
@@ -600,6 +714,22 @@ function addOption(select, value, text) {
   o.value = value;
   o.textContent = text;
   select.append(o);
+}
+
+const fallbackText = (why) => `Coefficient frames cannot be shown (${why}): streaming vertices instead.`;
+
+/** Bytes per second as the HUD shows it: "4.9 KiB/s", "475 KiB/s", "1.2 MiB/s". */
+function formatRate(bytesPerS) {
+  const kib = bytesPerS / 1024;
+  if (kib >= 1024) return `${(kib / 1024).toFixed(1)} MiB/s`;
+  return `${kib >= 100 ? kib.toFixed(0) : kib.toFixed(1)} KiB/s`;
+}
+
+/** Whether two {template, names, vectors} mesh keys (from `ready`) are the same. */
+function sameMesh(a, b) {
+  if (!a || a.names !== b.names) return false;
+  if ((a.vectors === null) !== (b.vectors === null)) return false;
+  return sameBytes(a.template, b.template) && (a.vectors === null || sameBytes(a.vectors, b.vectors));
 }
 
 function sameBytes(a, b) {

@@ -114,6 +114,47 @@ export class FrameCounter {
   }
 }
 
+/**
+ * Bytes received per second over a sliding window (the HUD's "received" figure: what a viewer
+ * costs on the network, from the sizes of the messages that came).
+ */
+export class ByteRate {
+  constructor({ windowS = 2.0 } = {}) {
+    this.windowS = windowS;
+    this.total = 0; // every byte added
+    this.events = []; // [time (s), bytes] inside the window
+    this.first = null; // time of the first message
+  }
+
+  /** Record a message of `bytes` arriving at `now` (seconds). */
+  add(bytes, now) {
+    this.total += bytes;
+    this.first ??= now;
+    this.events.push([now, bytes]);
+    this.trim(now);
+  }
+
+  trim(now) {
+    const cut = now - this.windowS;
+    let i = 0;
+    while (i < this.events.length && this.events[i][0] <= cut) i++;
+    if (i) this.events.splice(0, i);
+  }
+
+  /**
+   * Bytes per second over the window ending at `now` (over the time since the first message
+   * while that is shorter, never under 0.25 s); null before the first message.
+   */
+  rate(now) {
+    if (this.first === null) return null;
+    this.trim(now);
+    const span = Math.max(0.25, Math.min(this.windowS, now - this.first));
+    let sum = 0;
+    for (const [, b] of this.events) sum += b;
+    return sum / span;
+  }
+}
+
 /** The last `size` values, with percentiles (nearest-rank on the sorted window). */
 export class SlidingWindow {
   constructor(size = 150) {

@@ -1,4 +1,5 @@
-// Protocol v1 of diffusion-talker (DESIGN §7, PROTOCOL.md): the browser mirror of
+// Protocol v1 (with the optional v1.1 additions: coefficient frames, ready.basis,
+// ready.lookahead_ms) of diffusion-talker (DESIGN §7, PROTOCOL.md): the browser mirror of
 // realtime/messages.py. Pure functions, no I/O: `encode(msg) -> Uint8Array`, `decode(bytes) -> msg`.
 //
 // Every WebSocket message is one msgpack map with a string `type`. A message is a plain object
@@ -18,7 +19,9 @@ export const SAMPLE_RATE_STEP_HZ = 25; // every usual rate is a multiple (PROTOC
 export const MAX_AUDIO_SECONDS = 1.0;
 export const ENCODINGS = Object.freeze(["pcm_s16le", "pcm_f32le"]);
 export const AUDIO_TRANSPORTS = Object.freeze(["ws", "webrtc"]);
-export const FORMATS = Object.freeze(["f16", "f32"]);
+// Frame formats: absolute vertices ("f16", "f32"), or the model's coefficients ("coeffs", v1.1: K
+// float16 a frame, applied by the viewer as morph targets: ~160 bytes a frame instead of ~16 KB).
+export const FORMATS = Object.freeze(["f16", "f32", "coeffs"]);
 export const BYTES_PER_SAMPLE = Object.freeze({ pcm_s16le: 2, pcm_f32le: 4 });
 export const BYTES_PER_COORD = Object.freeze({ f16: 2, f32: 4 });
 
@@ -57,6 +60,7 @@ const KINDS = {
   bool: ["a boolean", (v) => typeof v === "boolean"],
   strList: ["an array of strings", (v) => Array.isArray(v) && v.every((x) => typeof x === "string")],
   mesh: ["a map", (v) => isMap(v)],
+  basis: ["a map", (v) => isMap(v)],
 };
 
 function wireType(v) {
@@ -85,6 +89,15 @@ const MESH_FIELDS = [
   ["template", "bin", REQUIRED],
   ["faces", "bin", REQUIRED],
 ];
+// v1.1, only for hello.format "coeffs": vertices = template + sum_k coeffs[k] * vectors[k].
+// `vectors` (K*V*3 f16) is absent when the basis is the facecap head's own blendshapes (the viewer
+// has their morph targets in /assets/facecap.glb).
+const BASIS_FIELDS = [
+  ["names", "strList", REQUIRED],
+  ["vectors", "bin", NULLABLE],
+];
+/** The fields of each nested map kind. */
+const NESTED = { mesh: MESH_FIELDS, basis: BASIS_FIELDS };
 
 /** Field order is the canonical wire order (PROTOCOL.md tables), `type` first. */
 export const CLIENT_SCHEMAS = Object.freeze({
@@ -114,14 +127,17 @@ export const SERVER_SCHEMAS = Object.freeze({
     ["identity", "str", REQUIRED],
     ["mesh", "mesh", REQUIRED],
     ["blendshapes", "strList", REQUIRED],
+    ["lookahead_ms", "float", NULLABLE], // v1.1: audio the model waits for past a frame's time
+    ["basis", "basis", NULLABLE], // v1.1: only when hello.format is "coeffs"
   ],
   answer: [["sdp", "str", REQUIRED]],
   frame: [
     ["seq", "int", REQUIRED],
     ["t", "float", REQUIRED],
-    ["vertices", "bin", REQUIRED],
+    ["vertices", "bin", NULLABLE], // exactly one of vertices and coeffs (v1.1)
     ["weights", "bin", NULLABLE],
     ["latency_ms", "float", REQUIRED],
+    ["coeffs", "bin", NULLABLE], // v1.1: K f16 in ready.basis.names order
   ],
   stats: [
     ["frames_sent", "int", REQUIRED],
@@ -157,7 +173,7 @@ function buildFields(fields, map, prefix, what) {
     const [expected, ok] = KINDS[kind];
     if (value === null) throw new ProtocolError("bad_field_type", `field '${prefix}${name}' must not be nil`);
     if (!ok(value)) throw new ProtocolError("bad_field_type", `field '${prefix}${name}' must be ${expected}, got ${wireType(value)}`);
-    out[name] = kind === "mesh" ? buildFields(MESH_FIELDS, value, `${name}.`, what) : value;
+    out[name] = NESTED[kind] ? buildFields(NESTED[kind], value, `${name}.`, what) : value;
   }
   return out;
 }
@@ -177,6 +193,14 @@ function checkNonEmpty(name, v) {
 }
 function checkProtocol(v) {
   if (v !== PROTOCOL_VERSION) throw new ProtocolError("unsupported_protocol", `field 'protocol' must be ${PROTOCOL_VERSION}, got ${v}`);
+}
+
+function checkBasis({ names, vectors }, vertexCount) {
+  if (!names.length) throw bad("basis.names", "a non-empty array of strings", names);
+  if (vectors === null) return;
+  const k = names.length;
+  if (vectors.length % (6 * k)) throw bad("basis.vectors", `a multiple of ${6 * k} bytes (K*V*3 float16)`, `${vectors.length} bytes`);
+  if (vectors.length !== 6 * k * vertexCount) throw bad("basis.vectors", `${6 * k * vertexCount} bytes (K*V*3 float16)`, `${vectors.length} bytes`);
 }
 
 /** Value ranges (as the Python dataclasses' __post_init__). Throws ProtocolError("bad_value"). */
@@ -207,13 +231,17 @@ const CHECKS = {
     let max = -1;
     for (let i = 0; i < idx.length; i++) if (idx[i] > max) max = idx[i];
     if (max >= v) throw bad("mesh.faces", `vertex indices < ${v}`, max);
+    if (m.lookahead_ms !== null) checkFloat("lookahead_ms", m.lookahead_ms);
+    if (m.basis !== null) checkBasis(m.basis, v);
   },
   answer: (m) => checkNonEmpty("sdp", m.sdp),
   frame(m) {
     checkInt("seq", m.seq, 0);
     checkFloat("t", m.t);
     checkFloat("latency_ms", m.latency_ms);
-    if (!m.vertices.length || m.vertices.length % 6) throw bad("vertices", "a non-empty multiple of 6 bytes (V*3 f16 or f32)", `${m.vertices.length} bytes`);
+    if ((m.vertices === null) === (m.coeffs === null)) throw bad("vertices", "present exactly when 'coeffs' is absent", m.coeffs !== null ? "both" : "neither");
+    if (m.vertices !== null && (!m.vertices.length || m.vertices.length % 6)) throw bad("vertices", "a non-empty multiple of 6 bytes (V*3 f16 or f32)", `${m.vertices.length} bytes`);
+    if (m.coeffs !== null && (!m.coeffs.length || m.coeffs.length % 2)) throw bad("coeffs", "a non-empty multiple of 2 bytes (K float16)", `${m.coeffs.length} bytes`);
     if (m.weights !== null && m.weights.length % 4) throw bad("weights", "a multiple of 4 bytes (float32)", `${m.weights.length} bytes`);
   },
   stats(m) {
@@ -280,9 +308,11 @@ export function encode(msg, direction = directionOf(msg)) {
   w.str(m.type);
   for (const [name, kind] of present) {
     w.str(name);
-    if (kind === "mesh") {
-      w.mapHeader(MESH_FIELDS.length);
-      for (const [mn, mk] of MESH_FIELDS) {
+    if (NESTED[kind]) {
+      // Nested maps follow the same rule: nil optional fields are left out.
+      const inner = NESTED[kind].filter(([mn]) => m[name][mn] !== null);
+      w.mapHeader(inner.length);
+      for (const [mn, mk] of inner) {
         w.str(mn);
         w.value(m[name][mn], mk);
       }
@@ -450,6 +480,8 @@ export function f16FromBytes(bytes, out = null, where = "bytes") {
  * `format` is the hello's ("f16" | "f32"); `out` (optional) is reused to avoid garbage.
  */
 export function frameVertices(frame, { format, vertexCount }, out = null) {
+  if (!BYTES_PER_COORD[format]) throw new ProtocolError("bad_value", `frame.vertices: the hello asked for "${format}" frames, not vertices`);
+  if (frame.vertices === null || frame.vertices === undefined) throw new ProtocolError("bad_value", `frame.vertices: absent (the hello asked for ${format} vertices)`);
   const expected = vertexCount * 3 * BYTES_PER_COORD[format];
   if (frame.vertices.length !== expected) {
     throw new ProtocolError("bad_value", `frame.vertices: expected ${expected} bytes (${vertexCount}*3 ${format}), got ${frame.vertices.length}`);
@@ -458,6 +490,24 @@ export function frameVertices(frame, { format, vertexCount }, out = null) {
   const v = f32FromBytes(frame.vertices, "frame.vertices");
   if (out) { out.set(v); return out; }
   return v;
+}
+
+/**
+ * A coefficient frame's values (K f16 -> Float32Array, in `ready.basis.names` order), checked
+ * against the basis size; `out` (optional) is reused.
+ */
+export function frameCoeffs(frame, count, out = null) {
+  if (frame.coeffs === null || frame.coeffs === undefined) throw new ProtocolError("bad_value", "frame.coeffs: absent (the hello asked for coefficient frames)");
+  if (frame.coeffs.length !== 2 * count) {
+    throw new ProtocolError("bad_value", `frame.coeffs: expected ${count} values (${2 * count} bytes f16), got ${frame.coeffs.length} bytes`);
+  }
+  return f16FromBytes(frame.coeffs, out, "frame.coeffs");
+}
+
+/** `ready.basis.vectors` as Float32Array (K*V*3, target k at [k*V*3, (k+1)*V*3)), or null. */
+export function basisVectors(basis) {
+  if (!basis || basis.vectors === null || basis.vectors === undefined) return null;
+  return f16FromBytes(basis.vectors, null, "ready.basis.vectors");
 }
 
 /** A frame's ARKit weights (f32, one per `ready.blendshapes` name), or null when absent. */

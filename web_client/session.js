@@ -36,7 +36,8 @@ export class Session {
   /**
    * @param url  ws:// URL of /ws
    * @param hello  fields for P.hello ({sampleRate, encoding, audio, identity, format, weights, token})
-   * @param handlers  {onOpen(), onMessage(msg), onClose({code, reason, error, wasReady})}
+   * @param handlers  {onOpen(), onMessage(msg, bytes), onClose({code, reason, error, wasReady})};
+   *   `bytes` is the size of the WebSocket message the server sent (for the HUD's bytes/s)
    */
   constructor(url, hello, handlers) {
     this.url = url;
@@ -46,6 +47,7 @@ export class Session {
     this.error = null; // the last `error` message
     this.closed = false;
     this.bytesSent = 0;
+    this.bytesReceived = 0;
   }
 
   connect() {
@@ -57,6 +59,8 @@ export class Session {
       this.handlers.onOpen?.();
     };
     ws.onmessage = (ev) => {
+      const bytes = typeof ev.data === "string" ? new TextEncoder().encode(ev.data).length : ev.data.byteLength;
+      this.bytesReceived += bytes;
       let msg;
       try {
         msg = P.decode(ev.data instanceof ArrayBuffer ? new Uint8Array(ev.data) : ev.data);
@@ -70,7 +74,7 @@ export class Session {
       }
       if (msg.type === "ready") this.ready = msg;
       if (msg.type === "error") this.error = msg;
-      this.handlers.onMessage?.(msg);
+      this.handlers.onMessage?.(msg, bytes);
     };
     ws.onclose = (ev) => {
       if (this.closed) return;

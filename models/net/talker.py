@@ -198,8 +198,8 @@ class Talker(nn.Module):
         std = np.ones(K, np.float32) if coeff_std is None else coeff_std
         self.register_buffer("coeff_mean", torch.as_tensor(mean, dtype=torch.float32).clone())
         self.register_buffer("coeff_std", torch.as_tensor(std, dtype=torch.float32).clone())
-        self.gram = VertexGram(torch.from_numpy(self.basis.vectors),
-                               torch.from_numpy(self.basis.masks["lip"]))
+        self.gram = VertexGram(torch.tensor(self.basis.vectors),  # a copy: bases may be read-only
+                               torch.tensor(self.basis.masks["lip"]))
         self.alpha_bar = cosine_alpha_bar(config.schedule)  # (T,) float64, derived, not saved
 
     # -- small helpers

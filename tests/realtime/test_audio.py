@@ -42,8 +42,8 @@ def test_decode_s16_scaling() -> None:
 
 
 def test_decode_f32_is_little_endian() -> None:
-    data = bytes.fromhex("0000803e" "0000c0bf")  # 0.25, -1.5 as little-endian float32
-    np.testing.assert_array_equal(decode_pcm(data, "pcm_f32le"), [0.25, -1.5])
+    data = bytes.fromhex("0000803e" "0000c0be")  # 0.25, -0.375 as little-endian float32
+    np.testing.assert_array_equal(decode_pcm(data, "pcm_f32le"), [0.25, -0.375])
 
 
 @pytest.mark.parametrize(

@@ -56,6 +56,34 @@ async def test_stream_saves_frames_and_prints_latency(make_server, speech: Speec
     assert saved["faces"].max() < saved["template"].shape[0]
 
 
+async def test_stream_coeffs_saves_coefficients_and_reports_bytes_per_s(
+        make_server, speech: Speech, tmp_path):
+    """`talker stream --format coeffs`: frames are the model's coefficients (K f16 each, named
+    in ready.basis), about 1/100 of the bytes of vertex frames."""
+    server = await make_server()
+    out, summary = tmp_path / "coeffs.npz", tmp_path / "summary.json"
+    code, stdout, stderr = await talker("stream", str(speech.wav), "--url", ws_url(server),
+                                        "--out", str(out), "--json", str(summary),
+                                        "--format", "coeffs")
+    assert code == 0, stderr
+    n = math.ceil(speech.audio.size * 30 / speech.rate)
+    assert f"frames {n} (server end: {n}), gaps 0" in stdout
+    saved = np.load(out)
+    names = list(saved["names"])
+    assert saved["coeffs"].shape == (n, len(names)) and "vertices" not in saved
+    assert names == list(server.model.contract.basis.names)
+    assert np.all(np.isfinite(saved["coeffs"])) and np.abs(saved["coeffs"]).max() > 0
+    if "vectors" in saved:  # any basis but the facecap head's own blendshapes
+        assert saved["vectors"].shape == (len(names), *saved["template"].shape)
+    else:
+        assert set(names) <= set(saved["blendshapes"])  # ARKit names the viewer's glTF has
+    result = json.loads(summary.read_text())
+    # ~165 bytes a frame at 30 fps plus ~1 stats message a second, paced in real time
+    # (vertex frames: 2694*3*2 bytes, ~475 KiB/s)
+    assert 2 * 1024 < result["bytes_per_s"] < 10 * 1024, result
+    assert result["ready_bytes"] > 12 * saved["template"].shape[0]  # the mesh came once
+
+
 async def test_stream_over_webrtc_gets_every_frame(make_server, speech: Speech, tmp_path):
     """`talker stream --webrtc`: the file as a WebRTC track (Opus over RTP between two real
     aiortc peers), frames back over /ws with their client-side latency."""
@@ -160,3 +188,29 @@ def test_read_wav_resamples_rates_the_protocol_cannot_carry(tmp_path: Path) -> N
     write_wav(tmp_path / "empty.wav", np.zeros(0, np.float32), 16000)
     with pytest.raises(ClientError, match="holds no audio"):
         read_wav(tmp_path / "empty.wav")
+
+
+def test_stream_result_saves_coeffs_with_their_basis_and_counts_bytes(tmp_path: Path) -> None:
+    """Exact, without a server: coefficient frames saved with names and vectors; bytes_per_s
+    counts the messages after `ready` over the time they took."""
+    from realtime import messages as wire
+    from realtime.client import StreamResult
+
+    template = np.zeros((3, 3), "<f4")
+    vectors = np.arange(2 * 3 * 3, dtype="<f2").reshape(2, 3, 3)
+    ready = wire.Ready(session="s", fps=30, identities=(), identity="a",
+                       mesh=wire.Mesh(vertex_count=3, template=template.tobytes(),
+                                      faces=np.array([0, 1, 2], "<u4").tobytes()),
+                       blendshapes=(), basis=wire.Basis(names=("pc0", "pc1"),
+                                                       vectors=vectors.tobytes()))
+    result = StreamResult(ready=ready, seq=[0, 1], t=[0.0, 1 / 30],
+                          coeffs=[np.array([0.5, -1.0], np.float32), np.zeros(2, np.float32)],
+                          message_bytes=[(10.0, 165), (10.5, 165), (11.0, 170), (12.0, 165)])
+    assert result.bytes_per_s == (165 + 170 + 165) / 2.0
+    assert result.summary()["bytes_per_s"] == 250
+    result.save_npz(tmp_path / "c.npz")
+    saved = np.load(tmp_path / "c.npz")
+    assert list(saved["names"]) == ["pc0", "pc1"] and "vertices" not in saved
+    np.testing.assert_array_equal(saved["coeffs"], [[0.5, -1.0], [0.0, 0.0]])
+    np.testing.assert_array_equal(saved["vectors"], vectors.astype(np.float32))
+    assert StreamResult(message_bytes=[(1.0, 100)]).bytes_per_s is None

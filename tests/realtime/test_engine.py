@@ -166,3 +166,13 @@ async def test_vertex_offsets_are_decoded_by_the_worker_for_the_jobs_that_ask(en
     np.testing.assert_allclose(basis.template + result.offsets, basis.decode(result.coeffs),
                                atol=1e-5)
     assert other.offsets is None
+
+
+def test_the_hop_hint_doubles_under_load_and_halves_when_idle(tiny_model):
+    engine = InferenceEngine(tiny_model, EngineConfig(max_hint_frames=8, busy_high=0.6,
+                                                      busy_low=0.3))
+    hints = []
+    for busy in (0.2, 0.9, 0.9, 0.5, 0.95, 0.99, 0.7, 0.4, 0.1, 0.1, 0.0, 0.0):
+        engine._adjust_hint(busy)
+        hints.append(engine.hop_frames_hint)
+    assert hints == [1, 2, 4, 4, 8, 8, 8, 8, 4, 2, 1, 1]

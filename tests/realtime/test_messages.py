@@ -41,6 +41,8 @@ def message_from_manifest(entry: dict[str, Any]) -> wire.Message:
     kwargs = {k: from_json(v) for k, v in content.items()}
     if "mesh" in kwargs:
         kwargs["mesh"] = wire.Mesh(**{k: from_json(v) for k, v in content["mesh"].items()})
+    if "basis" in kwargs:
+        kwargs["basis"] = wire.Basis(**{k: from_json(v) for k, v in content["basis"].items()})
     return cls(**kwargs)  # type: ignore[no-any-return]
 
 
@@ -212,12 +214,95 @@ def test_frame_range_checks() -> None:
         wire.Frame(seq=0, t=0.0, vertices=b"\0" * 5, latency_ms=0.0)
 
 
+def test_frame_carries_exactly_one_of_vertices_and_coeffs() -> None:
+    with pytest.raises(ProtocolError, match="'vertices' must be present exactly when 'coeffs' "
+                       "is absent, got 'both'") as info:
+        wire.Frame(seq=0, t=0.0, vertices=b"\0" * 6, coeffs=b"\0" * 2, latency_ms=0.0)
+    assert info.value.code == "bad_value"
+    with pytest.raises(ProtocolError, match="got 'neither'"):
+        wire.Frame(seq=0, t=0.0, latency_ms=0.0)
+    with pytest.raises(ProtocolError, match="'coeffs' must be a non-empty multiple of 2 bytes"):
+        wire.Frame(seq=0, t=0.0, coeffs=b"\0" * 3, latency_ms=0.0)
+    with pytest.raises(ProtocolError, match="'coeffs'"):
+        wire.Frame(seq=0, t=0.0, coeffs=b"", latency_ms=0.0)
+    frame = wire.Frame(seq=0, t=0.0, coeffs=np.array([0.5, -1], "<f2").tobytes(), latency_ms=1.5)
+    packed = msgpack.unpackb(wire.encode(frame), raw=False)
+    assert list(packed) == ["type", "seq", "t", "latency_ms", "coeffs"]
+
+
+def _mesh(vertex_count: int = 3) -> wire.Mesh:
+    return wire.Mesh(vertex_count=vertex_count, template=b"\0" * 12 * vertex_count,
+                     faces=b"")
+
+
+def test_basis_checks() -> None:
+    with pytest.raises(ProtocolError, match="'basis.names' must be a non-empty array"):
+        wire.Basis(names=())
+    with pytest.raises(ProtocolError, match="'basis.vectors' must be a multiple of 12 bytes"):
+        wire.Basis(names=("a", "b"), vectors=b"\0" * 30)
+    basis = wire.Basis(names=("a", "b"), vectors=b"\0" * 24)  # K*V*3 f16 for V=2
+    wire.Ready(session="s", fps=30, identities=(), identity="a", mesh=_mesh(2), blendshapes=(),
+               basis=basis)
+    with pytest.raises(ProtocolError, match="'basis.vectors' must be 36 bytes"):
+        wire.Ready(session="s", fps=30, identities=(), identity="a", mesh=_mesh(3),
+                   blendshapes=(), basis=basis)
+    with pytest.raises(ProtocolError, match="'lookahead_ms'"):
+        wire.Ready(session="s", fps=30, identities=(), identity="a", mesh=_mesh(),
+                   blendshapes=(), lookahead_ms=float("nan"))
+
+
+def test_basis_without_vectors_leaves_them_out() -> None:
+    """Nested maps follow the canonical rule too: a nil optional field is not written."""
+    ready = wire.Ready(session="s", fps=30, identities=("a",), identity="a", mesh=_mesh(),
+                       blendshapes=("jawOpen",), lookahead_ms=52,
+                       basis=wire.Basis(names=("jawOpen",)))
+    packed = msgpack.unpackb(wire.encode(ready), raw=False)
+    assert list(packed)[-2:] == ["lookahead_ms", "basis"]
+    assert packed["basis"] == {"names": ["jawOpen"]}
+    assert isinstance(packed["lookahead_ms"], float)
+    nil_vectors = msgpack.packb({**packed, "basis": {"names": ["jawOpen"], "vectors": None}},
+                                use_bin_type=True)
+    assert wire.decode(nil_vectors, direction="to_client") == ready
+
+
+def test_coeffs_fixture_through_the_basis_is_the_vertex_fixture() -> None:
+    """frame_coeffs applied to ready_basis_vectors gives frame_f32's vertices (as the viewer
+    computes them, tests/web/protocol.test.mjs)."""
+    def load(name: str) -> Any:
+        return wire.decode((FIXTURES / f"{name}.msgpack").read_bytes(), direction="to_client")
+
+    ready, coeffs, moved = load("ready_basis_vectors"), load("frame_coeffs"), load("frame_f32")
+    assert ready.basis.vectors is not None and coeffs.coeffs is not None
+    v, k = ready.mesh.vertex_count, len(ready.basis.names)
+    vectors = np.frombuffer(ready.basis.vectors, "<f2").astype(np.float32).reshape(k, v, 3)
+    c = np.frombuffer(coeffs.coeffs, "<f2").astype(np.float32)
+    template = np.frombuffer(ready.mesh.template, "<f4").reshape(v, 3)
+    vertices = template + np.einsum("k,kvc->vc", c, vectors)
+    np.testing.assert_array_equal(vertices, np.frombuffer(moved.vertices, "<f4").reshape(v, 3))
+
+
+def test_old_ready_and_hello_still_decode() -> None:
+    """v1.1 fields are optional: a v1.0 server's ready has neither lookahead_ms nor basis."""
+    entry = next(e for e in MANIFEST["fixtures"] if e["name"] == "ready")
+    msg = wire.decode((FIXTURES / entry["file"]).read_bytes(), direction="to_client")
+    assert isinstance(msg, wire.Ready) and msg.lookahead_ms is None and msg.basis is None
+
+
 SAMPLE_MESSAGES: list[wire.Message] = [
     wire.Hello(sample_rate=8000, encoding="pcm_f32le", audio="webrtc", identity="auto"),
     wire.Audio(data=b""),
     wire.Stats(frames_sent=0, dropped_frames=0, skipped_hops=0, queue_depth=0,
             audio_received_s=0.0),
     wire.Frame(seq=2**40, t=1e6, vertices=b"\1" * 12, weights=b"", latency_ms=0.0),
+    wire.Hello(sample_rate=44100, encoding="pcm_s16le", format="coeffs", weights=True),
+    wire.Frame(seq=7, t=0.25, coeffs=np.linspace(-1, 1, 51).astype("<f2").tobytes(),
+               latency_ms=80.0),
+    wire.Ready(session="s", fps=30, identities=("a", "b"), identity="b", mesh=_mesh(2),
+               blendshapes=(), lookahead_ms=0.0,
+               basis=wire.Basis(names=("pc0", "pc1", "pc2"), vectors=b"\2" * 36)),
+    wire.Ready(session="s", fps=30, identities=(), identity="a", mesh=_mesh(),
+               blendshapes=("jawOpen", "mouthClose"), lookahead_ms=52.5,
+               basis=wire.Basis(names=("jawOpen",))),
 ]
 
 
@@ -248,7 +333,8 @@ type_names = st.sampled_from(sorted({t for _, t in CLASSES}) + ["bogus"])
 field_names = st.sampled_from(
     ["protocol", "sample_rate", "encoding", "audio", "identity", "format", "weights", "token",
      "data", "sdp", "session", "fps", "identities", "mesh", "blendshapes", "seq", "t",
-     "vertices", "latency_ms", "code", "message", "frames", "frames_sent"]
+     "vertices", "latency_ms", "code", "message", "frames", "frames_sent", "coeffs",
+     "lookahead_ms", "basis"]
 )
 
 
@@ -264,3 +350,21 @@ def test_decode_raises_only_protocol_error_on_random_maps(
         except ProtocolError:
             continue
         assert wire.decode(wire.encode(msg), direction=direction) == msg  # type: ignore[arg-type]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.sampled_from(["names", "vectors", "other"]),
+                       wire_values | st.lists(st.text(max_size=4), max_size=3)
+                       | st.sampled_from([b"\0" * 18, b"\0" * 36]), max_size=3),
+       wire_values)
+def test_decode_raises_only_protocol_error_on_random_basis(
+    basis: dict[str, Any], lookahead: Any
+) -> None:
+    ready = {"type": "ready", "protocol": 1, "session": "s", "fps": 30, "identities": [],
+             "identity": "a", "mesh": {"vertex_count": 3, "template": b"\0" * 36, "faces": b""},
+             "blendshapes": [], "lookahead_ms": lookahead, "basis": basis}
+    try:
+        msg = wire.decode(msgpack.packb(ready, use_bin_type=True), direction="to_client")
+    except ProtocolError:
+        return
+    assert wire.decode(wire.encode(msg), direction="to_client") == msg

@@ -175,3 +175,76 @@ def test_internal_error_never_raises(monkeypatch: pytest.MonkeyPatch) -> None:
     error = msgpack.unpackb(out[0], raw=False)
     assert error == {"type": "error", "code": "internal", "message": "internal server error"}
     assert proto.close_code == 1011
+
+
+# ------------------------------------------------------------------ hostile input
+
+
+def test_hello_deadline_closes_1008_when_no_hello_came_in_time() -> None:
+    proto = protocol.ServerProtocol(protocol.ServerProtocolConfig(hello_timeout_s=5.0), now=10.0)
+    assert proto.hello_deadline == 15.0
+    proto.check_deadline(14.9)
+    assert proto.state is protocol.ServerState.AWAITING_HELLO and proto.data_to_send() == []
+    proto.check_deadline(15.0)
+    assert_failed(proto, "hello_timeout", 1008)
+    proto = protocol.ServerProtocol(protocol.ServerProtocolConfig(hello_timeout_s=5.0), now=10.0)
+    proto.receive(hello_bytes(), now=11.0)
+    assert proto.hello_deadline is None
+    proto.check_deadline(100.0)  # a session has no hello deadline
+    assert proto.state is protocol.ServerState.OPEN
+
+
+def echo_errors() -> list[tuple[bytes, str]]:
+    huge = "x" * 200_000
+    return [
+        (hello_bytes(encoding=huge), "bad_value"),
+        (hello_bytes(identity=huge), "unknown_identity"),
+        (msgpack.packb({"type": huge}), "unknown_type"),
+        (hello_bytes(sample_rate=huge), "bad_field_type"),
+    ]
+
+
+@pytest.mark.parametrize("case", range(4))
+def test_error_messages_echo_at_most_64_characters_of_client_input(case: int) -> None:
+    data, code = echo_errors()[case]
+    proto = protocol.ServerProtocol(protocol.ServerProtocolConfig(identities=("a", "b")))
+    proto.receive(data, now=0.0)
+    out = sent(proto)
+    assert isinstance(out[0], wire.Error) and out[0].code == code
+    assert len(out[0].message) < 300, out[0].message
+    assert proto.failure is not None and len(str(proto.failure)) < 320
+
+
+def test_echo_names_the_value_cut_with_its_length() -> None:
+    from realtime.errors import echo
+
+    assert echo("short") == "'short'"
+    assert echo("y" * 1000) == "'" + "y" * 64 + "'… (1000 characters)"
+    assert echo(b"\0" * 100).endswith("… (100 bytes)")
+    assert len(echo(list(range(10_000)))) < 100
+
+
+def test_error_message_sent_to_a_client_is_bounded() -> None:
+    msg = wire.Error(code="bad_value", message="m" * 10_000)
+    assert len(msg.message) <= wire.MAX_ERROR_MESSAGE_CHARS
+    assert wire.decode(wire.encode(msg), direction="to_client") == msg
+
+
+def test_f32_samples_far_out_of_range_are_bad_audio_naming_the_sample() -> None:
+    proto = protocol.ServerProtocol()
+    proto.receive(hello_bytes(encoding="pcm_f32le"), now=0.0)
+    proto.receive(wire.encode(wire.Audio(data=np.array([0.0, 0.5, 1e20], "<f4").tobytes())),
+                  now=0.1)
+    out = sent(proto)
+    assert isinstance(out[-1], wire.Error) and out[-1].code == "bad_audio"
+    assert "sample 2" in out[-1].message and proto.close_code == 1003
+
+
+def test_f32_overshoot_is_clipped_to_full_scale() -> None:
+    proto = protocol.ServerProtocol()
+    proto.receive(hello_bytes(encoding="pcm_f32le"), now=0.0)
+    pcm = np.array([1.5, -2.0, 0.25, -1.0], "<f4").tobytes()
+    proto.receive(wire.encode(wire.Audio(data=pcm)), now=0.1)
+    audio = proto.events_received()[-1]
+    assert isinstance(audio, protocol.AudioReceived)
+    np.testing.assert_array_equal(audio.samples, np.array([1.0, -1.0, 0.25, -1.0], np.float32))

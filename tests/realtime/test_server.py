@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import math
+import socket
 import time
 from typing import Any
 
@@ -294,38 +295,58 @@ async def test_a_client_vanishing_mid_stream_leaves_the_server_healthy(make_serv
 
 async def test_a_client_that_never_reads_stays_bounded(make_server, speech, tiny_model):
     max_pending = 30
-    server = await make_server(session=SessionConfig.for_model(
+    send_timeout_s = 2.0
+    server = await make_server(send_timeout_s=send_timeout_s, session=SessionConfig.for_model(
         tiny_model.contract, max_pending_frames=max_pending))
     url = ws_url(server)
     session = asyncio.create_task(healthy(url, speech))
-    # max_queue=1: the client library stops reading its socket after one unread message
-    ws = await connect(url, max_size=None, max_queue=1)
+    # max_queue=1: the client library stops reading its socket after one unread message; a
+    # small receive buffer: the kernel does not hide that for megabytes
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", server.port))
+    ws = await connect(url, sock=sock, max_size=None, max_queue=1)
     await ws.send(hello(format="f32"))
     ready = wire.decode(await ws.recv(), direction="to_client")  # the last message it reads
     assert isinstance(ready, wire.Ready)
     depths: list[int] = []
     stats: dict[str, Any] = {}
+    piled_up: list[float] = []  # when its frames started piling up: its socket took no more
+    gone: list[float] = []
 
     async def watch() -> None:
         while True:
-            for entry in server.sessions():
-                if entry["session"] == ready.session:
-                    depths.append(entry["queue_depth"])
-                    stats.update(entry)
+            mine = [e for e in server.sessions() if e["session"] == ready.session]
+            for entry in mine:
+                depths.append(entry["queue_depth"])
+                stats.update(entry)
+                if entry["queue_depth"] < 15:
+                    piled_up.clear()  # a passing delay, not a stuck socket
+                elif not piled_up:
+                    piled_up.append(time.monotonic())
+            if not mine and not gone:
+                gone.append(time.monotonic())
             await asyncio.sleep(0.005)
 
     watcher = asyncio.create_task(watch())
     try:
-        speech_20s = np.tile(speech.audio16, math.ceil(20 * 16000 / speech.audio16.size))
-        for i in range(0, 20 * 16000, 1600):  # 20 s of audio in 100 ms chunks over ~1.2 s
-            await ws.send(audio(speech_20s[i : i + 1600]))
+        speech_5s = np.tile(speech.audio16, math.ceil(5 * 16000 / speech.audio16.size))
+        for i in range(0, 5 * 16000, 1600):  # 5 s of audio in 100 ms chunks over ~0.3 s
+            await ws.send(audio(speech_5s[i : i + 1600]))
             await asyncio.sleep(0.006)
 
         async def overflowed() -> bool:
-            return stats.get("dropped_frames", 0) > 0 and stats.get("audio_received_s", 0) >= 20
+            return stats.get("dropped_frames", 0) > 0 and stats.get("audio_received_s", 0) >= 5
 
         await wait_for(overflowed, 10.0)  # its frames piled up: the oldest were dropped
         assert max(depths) <= max_pending
+
+        async def cut_off() -> bool:
+            return bool(gone)
+
+        await wait_for(cut_off, 10.0)  # then the server gave up on it and freed its slot
+        assert piled_up and gone[0] - piled_up[0] < send_timeout_s + 1.0
         await session  # the healthy client was served all along
     finally:
         watcher.cancel()

@@ -2,7 +2,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 
-import { PlayoutBuffer, FrameCounter, SlidingWindow, backoffDelayMs, choosePlayoutDelayS } from "../../web_client/playout.js";
+import { PlayoutBuffer, FrameCounter, SlidingWindow, ByteRate, backoffDelayMs, choosePlayoutDelayS } from "../../web_client/playout.js";
 
 const frame = (k, fps = 30) => ({ seq: k, t: k / fps });
 
@@ -71,4 +71,16 @@ test("playout delay covers the first frame's delay plus a margin, within bounds"
   assert.equal(choosePlayoutDelayS(0.2), 0.2 + 0.12);
   assert.equal(choosePlayoutDelayS(0.01), 0.25);
   assert.equal(choosePlayoutDelayS(5), 1.5);
+});
+
+test("byte rate: bytes per second over a sliding window", () => {
+  const r = new ByteRate({ windowS: 2 });
+  assert.equal(r.rate(0), null, "nothing yet");
+  r.add(90000, 0); // a ready with the mesh
+  assert.equal(r.rate(0.1), 90000 / 0.25, "a short span counts as 0.25 s");
+  for (let k = 1; k <= 120; k++) r.add(165, k / 30); // 4 s of coefficient frames at 30 fps
+  assert.equal(r.total, 90000 + 120 * 165);
+  // At 4 s the window (2, 4] holds 60 frames: the ready has left it.
+  assert.equal(r.rate(4), (60 * 165) / 2);
+  assert.equal(r.rate(10), 0, "nothing came for 2 s");
 });

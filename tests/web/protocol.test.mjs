@@ -108,9 +108,14 @@ test("every message type round-trips", () => {
   ];
   const server = [
     { type: "end", frames: 301 },
-    { type: "ready", protocol: 1, session: "s1", fps: 30, identities: ["a", "b"], identity: "a", mesh, blendshapes: ["jawOpen"] },
+    { type: "ready", protocol: 1, session: "s1", fps: 30, identities: ["a", "b"], identity: "a", mesh, blendshapes: ["jawOpen"], lookahead_ms: null, basis: null },
+    { type: "ready", protocol: 1, session: "s1", fps: 30, identities: ["a"], identity: "a", mesh, blendshapes: [], lookahead_ms: 0,
+      basis: { names: ["pc0", "pc1"], vectors: new Uint8Array(2 * 2 * 3 * 2) } },
+    { type: "ready", protocol: 1, session: "s1", fps: 30, identities: ["a"], identity: "a", mesh, blendshapes: ["jawOpen"], lookahead_ms: 52.5,
+      basis: { names: ["jawOpen"], vectors: null } },
     { type: "answer", sdp: "v=0\r\n" },
-    { type: "frame", seq: 7, t: 0.2333, vertices: new Uint8Array(12), weights: new Uint8Array(8), latency_ms: 88.5 },
+    { type: "frame", seq: 7, t: 0.2333, vertices: new Uint8Array(12), weights: new Uint8Array(8), latency_ms: 88.5, coeffs: null },
+    { type: "frame", seq: 8, t: 0.2667, vertices: null, weights: null, latency_ms: 88.5, coeffs: new Uint8Array(102) },
     { type: "stats", frames_sent: 9, dropped_frames: 0, skipped_hops: 0, queue_depth: 1, audio_received_s: 0.3,
       latency_p50_ms: 80.5, latency_p95_ms: 120.25, latency_p99_ms: null },
     { type: "error", code: "server_full", message: "32 sessions already" },
@@ -149,7 +154,7 @@ test("bad input raises ProtocolError with PROTOCOL.md's codes", () => {
   assert.throws(() => P.decode(v2, { direction: "to_server" }), (e) => e.code === "unsupported_protocol");
   // Unknown keys are ignored; integers are accepted for float fields.
   const frame = P.decode(encodeRaw({ type: "frame", seq: 2, t: 1, vertices: new Uint8Array(6), latency_ms: 5, extra: "x" }));
-  assert.deepEqual(Object.keys(frame), ["type", "seq", "t", "vertices", "weights", "latency_ms"]);
+  assert.deepEqual(Object.keys(frame), ["type", "seq", "t", "vertices", "weights", "latency_ms", "coeffs"]);
 });
 
 test("ready checks mesh sizes", () => {
@@ -158,6 +163,81 @@ test("ready checks mesh sizes", () => {
   assert.throws(() => P.encode(ready(new Uint8Array(20), new Uint8Array(12))), /template/);
   assert.throws(() => P.encode(ready(new Uint8Array(24), new Uint8Array(10))), /faces/);
   assert.throws(() => P.encode(ready(new Uint8Array(24), new Uint8Array(Uint32Array.of(0, 1, 2).buffer))), /vertex indices < 2/);
+});
+
+// ---- v1.1: coefficient frames, ready.basis, ready.lookahead_ms ---------------------------------
+test("hello asks for coefficient frames", () => {
+  const msg = P.decode(P.hello({ sampleRate: 16000, format: "coeffs" }), { direction: "to_server" });
+  assert.equal(msg.format, "coeffs");
+  assert.deepEqual(P.FORMATS, ["f16", "f32", "coeffs"]);
+});
+
+test("a frame carries exactly one of vertices and coeffs", () => {
+  const base = { type: "frame", seq: 1, t: 0.5, latency_ms: 1.5 };
+  const cases = [
+    [{ ...base, vertices: new Uint8Array(6), coeffs: new Uint8Array(2) }, /field 'vertices' must be present exactly when 'coeffs' is absent, got "both"/],
+    [base, /got "neither"/],
+    [{ ...base, coeffs: new Uint8Array(3) }, /field 'coeffs' must be a non-empty multiple of 2 bytes \(K float16\), got "3 bytes"/],
+    [{ ...base, coeffs: new Uint8Array(0) }, /'coeffs'/],
+  ];
+  for (const [m, words] of cases) {
+    assert.throws(() => P.decode(encodeRaw(m)), (e) => e instanceof P.ProtocolError && e.code === "bad_value" && words.test(e.message), String(words));
+  }
+  // Canonical order: coeffs comes last (after latency_ms), vertices and weights are left out.
+  const bytes = P.encode({ ...base, coeffs: new Uint8Array(4) });
+  assert.equal(bytes[0], 0x85);
+  const text = Buffer.from(bytes).toString("latin1");
+  assert.ok(text.indexOf("latency_ms") < text.indexOf("coeffs") && !text.includes("vertices"));
+});
+
+test("ready checks basis names and vector sizes, and lookahead_ms", () => {
+  const ready = (extra) => ({ type: "ready", protocol: 1, session: "s", fps: 30, identities: [], identity: "x",
+    mesh: { vertex_count: 2, template: new Uint8Array(24), faces: new Uint8Array(0) }, blendshapes: [], ...extra });
+  const ok = P.decode(P.encode(ready({ basis: { names: ["a", "b"], vectors: new Uint8Array(24) } })));
+  assert.equal(ok.basis.vectors.length, 24);
+  assert.equal(ok.lookahead_ms, null);
+  const cases = [
+    [{ basis: { names: [] } }, "bad_value", /'basis.names' must be a non-empty array of strings/],
+    [{ basis: { names: ["a", "b"], vectors: new Uint8Array(30) } }, "bad_value", /'basis.vectors' must be a multiple of 12 bytes \(K\*V\*3 float16\)/],
+    [{ basis: { names: ["a", "b"], vectors: new Uint8Array(36) } }, "bad_value", /'basis.vectors' must be 24 bytes \(K\*V\*3 float16\), got "36 bytes"/],
+    [{ basis: { vectors: new Uint8Array(24) } }, "missing_field", /field 'basis' lacks required field 'basis.names'/],
+    [{ basis: { names: "a" } }, "bad_field_type", /'basis.names' must be an array of strings/],
+    [{ basis: ["a"] }, "bad_field_type", /'basis' must be a map/],
+    [{ lookahead_ms: -1 }, "bad_value", /'lookahead_ms' must be a finite number >= 0/],
+    [{ lookahead_ms: "52" }, "bad_field_type", /'lookahead_ms' must be a number/],
+  ];
+  for (const [extra, code, words] of cases) {
+    assert.throws(() => P.encode(ready(extra)), (e) => e instanceof P.ProtocolError && e.code === code && words.test(e.message), String(words));
+  }
+  // A basis without vectors is written without the key (nested maps leave nil out too).
+  const bytes = Buffer.from(P.encode(ready({ basis: { names: ["jawOpen"], vectors: null } })));
+  assert.ok(bytes.includes(Buffer.from("basis")) && !bytes.includes(Buffer.from("vectors")));
+});
+
+test("frameCoeffs and basisVectors read f16 and check the basis size", () => {
+  const coeffs = new Uint8Array(Uint16Array.from([0x3800, 0xbc00, 0x0000]).buffer); // 0.5, -1, 0
+  const frame = { vertices: null, coeffs };
+  assert.deepEqual(P.frameCoeffs(frame, 3), new Float32Array([0.5, -1, 0]));
+  const out = new Float32Array(3);
+  assert.equal(P.frameCoeffs(frame, 3, out), out);
+  assert.throws(() => P.frameCoeffs(frame, 2), (e) => e.code === "bad_value" && /expected 2 values/.test(e.message));
+  assert.throws(() => P.frameCoeffs({ vertices: new Uint8Array(6), coeffs: null }, 3), P.ProtocolError);
+  assert.throws(() => P.frameVertices(frame, { format: "f16", vertexCount: 1 }), P.ProtocolError);
+  assert.throws(() => P.frameVertices({ vertices: new Uint8Array(6) }, { format: "coeffs", vertexCount: 1 }), P.ProtocolError);
+  assert.equal(P.basisVectors({ names: ["a"], vectors: null }), null);
+  assert.deepEqual(P.basisVectors({ names: ["a"], vectors: coeffs }), new Float32Array([0.5, -1, 0]));
+});
+
+test("golden fixtures: the coefficient frame is the vertex frame through the basis", { skip: !haveFixtures }, () => {
+  // frame_coeffs applied to ready_basis_vectors gives frame_f32's vertices (PROTOCOL.md v1.1).
+  const ready = P.decode(read("ready_basis_vectors.msgpack"));
+  const coeffs = P.frameCoeffs(P.decode(read("frame_coeffs.msgpack")), ready.basis.names.length);
+  const vectors = P.basisVectors(ready.basis);
+  const v = ready.mesh.vertex_count;
+  const vertices = Float32Array.from(P.f32FromBytes(ready.mesh.template));
+  coeffs.forEach((c, k) => { for (let i = 0; i < 3 * v; i++) vertices[i] += c * vectors[k * 3 * v + i]; });
+  const expected = P.frameVertices(P.decode(read("frame_f32.msgpack")), { format: "f32", vertexCount: v });
+  assert.deepEqual(vertices, expected);
 });
 
 test("audio payloads: at most 1 s and whole samples", () => {
