@@ -3,6 +3,7 @@ factory of real servers on ephemeral localhost ports."""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -98,3 +99,20 @@ async def make_server(tiny_model: Any) -> AsyncIterator[ServerFactory]:
 
 def ws_url(server: Any) -> str:
     return f"ws://127.0.0.1:{server.port}/ws"
+
+
+async def read_to_close(ws: Any, timeout_s: float = 10.0) -> tuple[list[Any], int | None]:
+    """Every server message until the server closes: (decoded messages, close code)."""
+    from websockets.exceptions import ConnectionClosed
+
+    from realtime import messages as wire
+
+    received: list[Any] = []
+    try:
+        while True:
+            data = await asyncio.wait_for(ws.recv(), timeout_s)
+            assert isinstance(data, bytes)
+            received.append(wire.decode(data, direction="to_client"))
+    except ConnectionClosed:
+        pass
+    return received, ws.close_code

@@ -25,7 +25,7 @@ from realtime.audio import encode_pcm
 from realtime.client import StreamOptions, stream_file
 from realtime.protocol import AudioReceived, ServerProtocol, ServerProtocolConfig
 from realtime.session import Session, SessionConfig
-from tests.realtime.conftest import ws_url
+from tests.realtime.conftest import read_to_close, ws_url
 
 FPS = 30
 
@@ -52,19 +52,6 @@ async def open_ws(url: str, source: str = "127.0.0.1", rcvbuf: int | None = None
     port = int(url.split(":")[2].split("/")[0])
     await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
     return await connect(url, sock=sock, max_size=None, **kwargs)
-
-
-async def read_to_close(ws: ClientConnection, timeout_s: float = 10.0,
-                        ) -> tuple[list[wire.Message], int | None]:
-    received: list[wire.Message] = []
-    try:
-        while True:
-            data = await asyncio.wait_for(ws.recv(), timeout_s)
-            assert isinstance(data, bytes)
-            received.append(wire.decode(data, direction="to_client"))
-    except ConnectionClosed:
-        pass
-    return received, ws.close_code
 
 
 async def session_from(url: str, messages: list[bytes], source: str = "127.0.0.1",

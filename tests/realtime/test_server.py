@@ -21,7 +21,7 @@ from realtime import messages as wire
 from realtime.audio import encode_pcm
 from realtime.client import ClientError, StreamOptions, StreamResult, open_session, stream_file
 from realtime.session import SessionConfig
-from tests.realtime.conftest import Speech, ws_url
+from tests.realtime.conftest import Speech, read_to_close, ws_url
 
 FPS = 30
 PARITY_ATOL_M = 1e-5  # streamed vs offline vertices (metres); float32 round-off is ~1e-8
@@ -87,21 +87,13 @@ async def raw_session(url: str, messages: list[bytes | str], timeout_s: float = 
                       ) -> tuple[list[wire.Message], int | None]:
     """Send ``messages`` (stopping if the server closes), then read until the close:
     (server messages, close code)."""
-    received: list[wire.Message] = []
     async with connect(url, max_size=None) as ws:
         for message in messages:
             try:
                 await ws.send(message)
             except ConnectionClosed:
                 break
-        try:
-            while True:
-                data = await asyncio.wait_for(ws.recv(), timeout_s)
-                assert isinstance(data, bytes)
-                received.append(wire.decode(data, direction="to_client"))
-        except ConnectionClosed:
-            pass
-    return received, ws.close_code
+        return await read_to_close(ws, timeout_s)
 
 
 def error_of(received: list[wire.Message]) -> str | None:
