@@ -116,3 +116,19 @@ def test_percentiles_and_table_helpers():
 def test_read_proc_reads_this_process():
     cpu_s, rss, threads = read_proc(os.getpid())
     assert cpu_s > 0 and rss > 10 * 2**20 and threads >= 1
+
+
+def test_soak_quick_holds_sessions_and_reports_slopes(tmp_path: Path) -> None:
+    out = tmp_path / "soak.json"
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.soak", "--quick", "--out", str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=200)
+    assert proc.returncode == 0, f"soak failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    result = json.loads(out.read_text())
+    summary, samples = result["summary"], result["samples"]
+    assert result["errors"] == [] and summary["sessions"] == 2
+    assert summary["frames"]["delivered"] == summary["frames"]["expected"] == 2 * 30 * 30
+    assert summary["frames"]["gaps"] == 0
+    assert len(samples) >= 5 and all(s["rss_mb"] > 50 and s["threads"] >= 2 for s in samples)
+    assert isinstance(summary["rss_mb"]["slope_mb_per_min"], float)
+    check_percentiles(samples[1]["latency_ms"])
+    assert summary["p95_ms"]["first_fifth"] and summary["p95_ms"]["last_fifth"]
