@@ -98,7 +98,7 @@ class HopJob:
     identity: IdentityMix
     reset: bool = False  # start the model stream afresh (interrupt)
     final: bool = False  # end of audio: pad look-ahead with silence
-    offsets: bool = False  # also decode vertex offsets (a client wants vertex frames)
+    want_offsets: bool = False  # also decode vertex offsets (a client wants vertex frames)
     future: asyncio.Future[HopResult] | None = None
     loop: asyncio.AbstractEventLoop | None = None
 
@@ -306,7 +306,7 @@ class InferenceEngine:
                     self._forget(job.stream_id)  # its model state may be half advanced
                 continue
             coeffs = np.asarray(coeffs, dtype=np.float32)  # (B, n, K)
-            offsets = self._offsets(coeffs, [job.offsets for job in jobs])
+            offsets = self._offsets(coeffs, [job.want_offsets for job in jobs])
             for i, job in enumerate(jobs):
                 _resolve(job, result=HopResult(coeffs[i], offsets.get(i)))
 

@@ -647,7 +647,7 @@ class TalkerServer:
             ),
             reset=request.reset_state,
             final=request.padding_samples > 0,
-            offsets=conn.hello is not None and conn.hello.format != "coeffs",
+            want_offsets=conn.hello is not None and conn.hello.format != "coeffs",
         )
 
     async def _sender(self, conn: _Connection) -> None:

@@ -183,6 +183,10 @@ class SessionConfig:
     def lookahead_samples(self) -> int:
         return round(self.lookahead_s * self.sample_rate_hz)
 
+    @property
+    def identity_pick_samples(self) -> int:
+        return round(self.identity_pick_s * self.sample_rate_hz)
+
     @staticmethod
     def for_model(contract: ModelContract, **policy: Any) -> SessionConfig:
         """The session settings a model's contract dictates, plus ``policy`` overrides."""
@@ -467,8 +471,7 @@ class Session:
     def _collect_for_pick(self, x: NDArray[np.float32]) -> None:
         if self._pick_audio is None or self._picking:
             return
-        want = round(self.config.identity_pick_s * self.config.sample_rate_hz)
-        take = x[: max(0, want - self._pick_heard)]
+        take = x[: max(0, self.config.identity_pick_samples - self._pick_heard)]
         if take.size:
             self._pick_audio.append(take.copy())
             self._pick_heard += take.size
@@ -638,7 +641,7 @@ class Session:
     def identity_pick_audio(self) -> NDArray[np.float32] | None:
         """For identity "auto": once ``identity_pick_s`` of audio has been heard, that audio
         (returned once); else None. Report the model's choice with :meth:`identity_picked`."""
-        want = round(self.config.identity_pick_s * self.config.sample_rate_hz)
+        want = self.config.identity_pick_samples
         if self._pick_audio is None or self._picking or self._pick_heard < want:
             return None
         self._picking = True

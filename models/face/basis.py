@@ -10,7 +10,7 @@ The dataset, training, the model (inside its checkpoint) and the server all use 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -86,9 +86,6 @@ class MotionBasis:
             cached = np.linalg.pinv(self.vectors.reshape(self.size, -1).astype(np.float64))
             object.__setattr__(self, "_pinv_cache", cached)
         return cached
-
-    def with_masks(self, masks: dict[str, np.ndarray]) -> MotionBasis:
-        return replace(self, masks={k: np.asarray(v, bool) for k, v in masks.items()})
 
     @staticmethod
     def fit_pca(offsets: np.ndarray, k: int, template: np.ndarray,

@@ -23,11 +23,3 @@ class ModelContract:
     identities: tuple[str, ...]  # the learned talking styles, in bank order
     identity_pick_s: float  # audio heard before identity "auto" picks the nearest style
     basis: MotionBasis  # template, vectors, names, masks, faces: vertices = template + c . vectors
-
-    @property
-    def lookahead_samples(self) -> int:
-        return round(self.lookahead_s * self.sample_rate_hz)
-
-    def frame_sample(self, frame: int) -> int:
-        """The first audio sample of frame ``frame``: floor(frame * rate / fps)."""
-        return frame * self.sample_rate_hz // self.fps

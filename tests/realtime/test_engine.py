@@ -158,7 +158,8 @@ async def test_vertex_offsets_are_decoded_by_the_worker_for_the_jobs_that_ask(en
     engine.open_stream("c", seed=2)
     engine.start()
     wants = HopJob(stream_id="v", samples=speechlike(0.5, 0), n_frames=HOP,
-                   identity=IdentityMix("alice", "alice", np.ones(HOP, np.float32)), offsets=True)
+                   identity=IdentityMix("alice", "alice", np.ones(HOP, np.float32)),
+                   want_offsets=True)
     result, other = await asyncio.gather(engine.submit(wants),
                                          engine.submit(job("c", speechlike(0.5, 1))))
     basis = tiny_model.contract.basis
