@@ -324,25 +324,29 @@ export class FaceView {
   }
 
   /**
-   * Draw now and return the canvas as grey levels, every `step`-th pixel in x and y:
-   * {width, height, grey: number[]} (for tests comparing two faces; WebGL keeps the drawing
-   * buffer only until the page is composited, so it is read in the same task as the render).
+   * Draw now, off screen, and return the picture as grey levels, one per `step` CSS pixels in x and
+   * y: {width, height, grey: number[]} (for tests comparing two faces). The size depends only on
+   * the stage's CSS size, not on the pixel ratio that reduceResolution() lowers on slow GL.
    */
   snapshot(step = 4) {
-    this.renderer.render(this.scene, this.camera);
-    const gl = this.renderer.getContext();
-    const w = gl.drawingBufferWidth;
-    const h = gl.drawingBufferHeight;
+    const el = this.canvas.parentElement ?? this.canvas;
+    const w = Math.max(1, Math.ceil(el.clientWidth / step));
+    const h = Math.max(1, Math.ceil(el.clientHeight / step));
+    const target = new THREE.WebGLRenderTarget(w, h);
     const rgba = new Uint8Array(w * h * 4);
-    gl.readPixels(0, 0, w, h, gl.RGBA, gl.UNSIGNED_BYTE, rgba);
-    const grey = [];
-    for (let y = 0; y < h; y += step) {
-      for (let x = 0; x < w; x += step) {
-        const i = 4 * (y * w + x);
-        grey.push(Math.round(0.299 * rgba[i] + 0.587 * rgba[i + 1] + 0.114 * rgba[i + 2]));
-      }
+    try {
+      this.renderer.setRenderTarget(target);
+      this.renderer.render(this.scene, this.camera);
+      this.renderer.readRenderTargetPixels(target, 0, 0, w, h, rgba);
+    } finally {
+      this.renderer.setRenderTarget(null);
+      target.dispose();
     }
-    return { width: Math.ceil(w / step), height: Math.ceil(h / step), grey };
+    const grey = new Array(w * h);
+    for (let i = 0; i < w * h; i++) {
+      grey[i] = Math.round(0.299 * rgba[4 * i] + 0.587 * rgba[4 * i + 1] + 0.114 * rgba[4 * i + 2]);
+    }
+    return { width: w, height: h, grey };
   }
 
   /**

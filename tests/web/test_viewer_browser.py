@@ -335,7 +335,7 @@ def test_webrtc_mic_streams_frames_and_screenshot(env: dict[str, Any]) -> None:
     assert _changed_pixels(rest["snap"], rest["again"]) == 0
     changed = _changed_pixels(talking["snap"], rest["snap"])
     print(f"pixels changed between talking and rest: {changed} of {len(rest['snap']['grey'])} "
-          f"(every 2nd pixel in x and y); lips {talking['mouth']} -> {rest['mouth']} m")
+          f"(one per 2x2 CSS pixels); lips {talking['mouth']} -> {rest['mouth']} m")
     assert changed > 100, "the morph targets move the drawn face"
     if env["trained"]:
         assert rest["mouth"] < talking["mouth"] - 0.003, (talking["mouth"], rest["mouth"])
