@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from models.audio import pcm16_to_float, read_wav, resample
+from models.corpus.phonemes import Phone
 from models.errors import DataError
 from models.face.basis import MotionBasis
 
@@ -58,6 +59,7 @@ class Utterance:
     template: np.ndarray  # (V, 3) this talker's neutral face
     weights: np.ndarray | None = None  # (T, K) ARKit weights when the corpus has them
     fps: float = 30.0
+    phones: tuple[Phone, ...] = ()  # timed phones when the corpus has them (articulation metrics)
 
     @property
     def audio(self) -> np.ndarray:
@@ -75,11 +77,12 @@ class TalkingFaceDataset:
     """Utterances with splits, the training talkers and the motion basis."""
 
     def __init__(self, utterances: list[Utterance], talkers: list[str], basis: MotionBasis,
-                 fps: float) -> None:
+                 fps: float, lip_pair: tuple[int, int] | None = None) -> None:
         self._utts = utterances
         self.talkers = sorted(talkers)  # training talker names; index = identity index
         self.basis = basis
         self.fps = fps
+        self.lip_pair = lip_pair  # (upper, lower) lip centre vertices, when the rig names them
 
     def utterances(self, split: str | None = None) -> list[Utterance]:
         return [u for u in self._utts if split is None or u.split == split]
@@ -161,9 +164,17 @@ def _load_corpus(root: Path, fps: float, masks: dict[str, np.ndarray]) -> Talkin
         weights = np.load(root / "weights_npy" / f"{uid}.npy", mmap_mode="r")
         utts.append(Utterance(uid, m["talker"], m["split"], _read_wav(root / "wav" / f"{uid}.wav"),
                               verts.reshape(len(verts), -1, 3), templates[m["talker"]], weights,
-                              fps))
+                              fps, _read_phones(root / "phonemes" / f"{uid}.json")))
     talkers = [t["name"] for t in manifest["talkers"] if t.get("role", "train") == "train"]
-    return TalkingFaceDataset(utts, talkers, basis, fps)
+    pair = manifest["rig"].get("mouth_open")
+    return TalkingFaceDataset(utts, talkers, basis, fps,
+                              (int(pair[0]), int(pair[1])) if pair else None)
+
+
+def _read_phones(path: Path) -> tuple[Phone, ...]:
+    if not path.is_file():
+        return ()
+    return tuple(Phone.from_json(p) for p in json.loads(path.read_text())["phonemes"])
 
 
 def _corpus_basis(root: Path, manifest: dict, masks: dict[str, np.ndarray],

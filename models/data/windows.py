@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from models.corpus.phonemes import Phone
 from models.data.augment import AugmentConfig, augment
 from models.data.dataset import TalkingFaceDataset
 from models.errors import DataError
@@ -32,6 +33,7 @@ class Clip:
     template: np.ndarray  # (V, 3) the subject's own neutral face, under ``coeffs``
     talker: str
     index: int  # bank index, -1 for talkers outside the bank
+    phones: tuple[Phone, ...] = ()  # timed phones, when the corpus has them
 
 
 def load_clips(dataset: TalkingFaceDataset, split: str,
@@ -43,7 +45,7 @@ def load_clips(dataset: TalkingFaceDataset, split: str,
         idx = identities.index(u.talker) if identities and u.talker in identities else -1
         clips.append(Clip(str(u.id), np.asarray(u.audio, np.float32), dataset.coeffs(u),
                           np.asarray(u.vertices, np.float32), np.asarray(u.template, np.float32),
-                          str(u.talker), idx))
+                          str(u.talker), idx, u.phones))
     return clips
 
 

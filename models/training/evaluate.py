@@ -1,7 +1,9 @@
 """``talker eval``: the results table of DESIGN §10 / the model issue, as one JSON document.
 
 For a checkpoint (usually the distilled student) and optionally its teacher, on the corpus's
-``test`` utterances (training talkers) and ``heldout_talker`` utterances (unseen talkers):
+``test`` utterances (training talkers), ``heldout_talker`` (unseen talkers), and where the corpus
+has them ``heldout_voice`` (known talkers, unseen espeak voices) and ``heldout_synth`` (known
+talkers, a synthesiser never trained on: the stand-in for real voices):
 - LVE / FDD / MVE of the checkpoint at its own steps, of the teacher at all its training steps
   (DDPM, the many-step reference), of the teacher under plain DDIM at each step count asked, and
   of a deterministic regression baseline (same network, no diffusion) when one is given;
@@ -10,7 +12,10 @@ For a checkpoint (usually the distilled student) and optionally its teacher, on 
 - diversity of each row: mean per-vertex distance between samples of the same audio and identity
   drawn with different seeds (what a sampler adds over the deterministic regression: 0 there);
 - identity picked from the first 3 s of audio: top-1 accuracy over test utterances;
-- CPU time to generate one 1-s window with each sampler, one thread, after a warm-up.
+- CPU time to generate one 1-s window with each sampler, one thread, after a warm-up;
+- articulation (``models.training.articulation``: p/b/m closures, lip-gap amplitude, vowel
+  opening, lag) of every row with each talker's own identity, and of the checkpoint with the
+  server's default (mean) identity, where the corpus names the lip vertices and has phone times.
 Every metric block names the vertex masks it used.
 """
 
@@ -31,6 +36,8 @@ from models.errors import ModelError
 from models.net.talker import Talker
 from models.training.metrics import diversity
 from models.training.train import evaluate_talker
+
+SPLITS = ("test", "heldout_talker", "heldout_voice", "heldout_synth")  # evaluated when present
 
 
 @dataclass(frozen=True)
@@ -99,8 +106,9 @@ def evaluate_checkpoint(path: Path, dataset: Any, config: EvalConfig = EvalConfi
         raise ModelError(f"{config.baseline} is not a regression checkpoint "
                          "(train it with --objective regression)")
     ids = tuple(model.identities)
-    splits = {name: load_clips(dataset, name, ids)[: config.max_utterances]
-              for name in ("test", "heldout_talker")}
+    splits = {name: load_clips(dataset, name, ids)[: config.max_utterances] for name in SPLITS}
+    splits = {k: v for k, v in splits.items() if v or k == "test"}
+    pair = getattr(dataset, "lip_pair", None)
     # diversity on test utterances (a tiny corpus may have none: then the held-out talkers')
     spread_split = "test" if splits["test"] else "heldout_talker"
     spread_clips = splits[spread_split]
@@ -111,7 +119,8 @@ def evaluate_checkpoint(path: Path, dataset: Any, config: EvalConfig = EvalConfi
 
     def row(key: str, talker: Talker, steps: int | None, sampler: str | None,
             repeats: int) -> None:
-        rows[key] = {s: evaluate_talker(talker, clips, steps, config.seed, sampler=sampler)
+        rows[key] = {s: evaluate_talker(talker, clips, steps, config.seed, sampler=sampler,
+                                        lip_pair=pair)
                      for s, clips in splits.items() if clips}
         timing[key] = window_time_ms(talker, steps, sampler, repeats)
         spread[key] = sample_diversity(talker, spread_clips, steps, sampler, config)
@@ -127,15 +136,22 @@ def evaluate_checkpoint(path: Path, dataset: Any, config: EvalConfig = EvalConfi
     if baseline is not None:
         row("regression", baseline, None, None, config.timing_repeats)
     test = splits["test"]
+    # The server's default (mean) identity as well as each talker's own: metrics and articulation.
+    default_rows = {s: evaluate_talker(model, clips, seed=config.seed, identity="mean",
+                                       lip_pair=pair)
+                    for s, clips in splits.items() if clips}
     # "own" is the checkpoint row itself (same clips, seed and identity): not generated again
-    personal = {"own": rows[label]["test"]["lve"],
-                **{ident: evaluate_talker(model, test, seed=config.seed, identity=ident)["lve"]
-                   for ident in ("mean", "wrong")}} if test else {}
+    personal = {"own": rows[label]["test"]["lve"], "mean": default_rows["test"]["lve"],
+                "wrong": evaluate_talker(model, test, seed=config.seed, identity="wrong")["lve"]
+                } if test else {}
+    default_identity = {s: r["articulation"] for s, r in default_rows.items()
+                        if "articulation" in r}
     results = {
         "checkpoint": str(path),
         "config": asdict(config),
         "rows": rows,
         "personalisation_lve": personal,
+        "articulation_default_identity": default_identity,
         "identity_from_audio": identity_accuracy(model, test),
         "window_1s_cpu_ms": timing,
         "diversity_m": spread,
@@ -159,7 +175,33 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
         out["true_vs_mean_identity_lve"] = round(personal["own"] / personal["mean"], 4)
     out["identity_top1"] = results["identity_from_audio"]["top1"]
     out["diversity_m"] = {k: round(v, 9) for k, v in results.get("diversity_m", {}).items()}
+    out["articulation"] = {f"{name}/{identity}/{split}": _headline(a)
+                           for name, identity, split, a in _articulation_rows(results)}
     return out
+
+
+def _articulation_rows(results: dict[str, Any]) -> list[tuple[str, str, str, dict[str, Any]]]:
+    """(row, identity, split, articulation block) for every row that has one."""
+    out = [(name, "own", split, m["articulation"]) for name, splits in results["rows"].items()
+           for split, m in splits.items() if "articulation" in m]
+    first = next(iter(results["rows"]), "")
+    out += [(first, "default", split, a)
+            for split, a in (results.get("articulation_default_identity") or {}).items()]
+    return out
+
+
+def _headline(a: dict[str, Any]) -> dict[str, Any]:
+    def r(x: float | None, nd: int) -> float | None:
+        return None if x is None else round(x, nd)
+    return {"bilabial_closure": r(a["pred"]["bilabial_closure"], 4),
+            "bilabial_closure_true": r(a["true"]["bilabial_closure"], 4),
+            "p90_gap_ratio": r(a["p90_gap_ratio"], 4),
+            "vowel_opening_ratio": r(a["vowel_opening_ratio"], 4),
+            "lag_ms": r(a["lag_ms"], 1)}
+
+
+def _fmt(x: float | None, nd: int) -> str:
+    return "–" if x is None else f"{x:.{nd}f}"
 
 
 def markdown_table(results: dict[str, Any]) -> str:
@@ -188,6 +230,18 @@ def markdown_table(results: dict[str, Any]) -> str:
     if ident.get("top1") is not None:
         lines.append(f"| identity from {ident['seconds']:g} s of audio, top-1 "
                      f"(n={ident['n']}, chance {ident['chance']:.3f}) | {ident['top1']:.3f} |")
+    arts = _articulation_rows(results)
+    if arts:
+        lines += ["", "| articulation: model / sampler | identity | split | p/b/m closed "
+                  "(truth) | p90 lip gap, mm (truth) | ratio | vowel opening ratio | lag (ms) |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for name, identity, split, a in arts:
+            p, t = a["pred"], a["true"]
+            lines.append(f"| {name} | {identity} | {split} | {_fmt(p['bilabial_closure'], 3)} "
+                         f"({_fmt(t['bilabial_closure'], 3)}, n={p['bilabials']}) | "
+                         f"{1000 * p['p90_gap_m']:.1f} ({1000 * t['p90_gap_m']:.1f}) | "
+                         f"{_fmt(a['p90_gap_ratio'], 2)} | {_fmt(a['vowel_opening_ratio'], 2)} | "
+                         f"{_fmt(a['lag_ms'], 1)} |")
     first = next(iter(results["rows"].values()), {})
     masks = next(iter(first.values()), {}).get("masks", {})
     if masks:

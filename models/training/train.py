@@ -28,6 +28,7 @@ from models.net.audio_encoder import AudioEncoderConfig
 from models.net.denoiser import DenoiserConfig
 from models.net.identity import IdentityConfig
 from models.net.talker import ModelSize, Talker, TalkerConfig
+from models.training.articulation import LipTrack, articulation, lip_gap
 from models.training.loop import (
     LoopConfig,
     append_log,
@@ -76,10 +77,12 @@ class TrainConfig:
 
 def evaluate_talker(talker: Talker, clips: list[Clip], steps: int | None = None, seed: int = 0,
                     max_clips: int | None = None, identity: str | None = "own",
-                    sampler: str | None = None) -> dict[str, Any]:
+                    sampler: str | None = None, lip_pair: tuple[int, int] | None = None,
+                    ) -> dict[str, Any]:
     """LVE/FDD/MVE of ``talker.generate`` on clips. identity: "own" (each clip's talker; unknown
     talkers get the mean), "wrong" (the next training talker in bank order), "mean"/None, or a
-    name used for every clip."""
+    name used for every clip. With ``lip_pair`` (the lip centre vertices) and clips that carry
+    phones, also the ``articulation`` block (``models.training.articulation``)."""
     preds, gts, templates = [], [], []
     names = talker.identities
     for clip in clips[:max_clips]:
@@ -96,7 +99,12 @@ def evaluate_talker(talker: Talker, clips: list[Clip], steps: int | None = None,
         preds.append(talker.basis.decode(c[:n], clip.template))
         gts.append(clip.vertices[:n])
         templates.append(clip.template)
-    return evaluate(preds, gts, templates, talker.basis.masks, mask_source="checkpoint")
+    result = evaluate(preds, gts, templates, talker.basis.masks, mask_source="checkpoint")
+    if lip_pair is not None:
+        tracks = [LipTrack(lip_gap(p, lip_pair), lip_gap(g, lip_pair), c.phones)
+                  for p, g, c in zip(preds, gts, clips, strict=False)]
+        result["articulation"] = articulation(tracks, talker.contract.fps)
+    return result
 
 
 # ----------------------------------------------------------------------------- training

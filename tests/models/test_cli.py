@@ -66,6 +66,14 @@ def test_train_distill_eval_animate(tiny_run: Path, tmp_path: Path) -> None:
     spread = results["diversity_m"]  # different seeds: samplers differ, regression cannot
     assert spread["regression"] == 0.0 and spread["teacher_ddpm500"] > 0
     assert "| diversity (m) |" in markdown_table(results)
+    # articulation: every row, own identity; the checkpoint with the default identity too
+    split, row = next(iter(results["rows"]["checkpoint_ddim2"].items()))
+    art = row["articulation"]
+    assert art["true"]["bilabial_closure"] == 1.0 and art["true"]["bilabials"] > 0
+    assert 0 <= art["pred"]["bilabial_closure"] <= 1 and art["p90_gap_ratio"] > 0
+    assert set(results["articulation_default_identity"]) == set(results["rows"]["regression"])
+    assert f"checkpoint_ddim2/default/{split}" in results["summary"]["articulation"]
+    assert "| articulation: model / sampler |" in markdown_table(results)
     # a student can be distilled further: 2 -> 1 step, continuing from student_2
     talker("distill", "--teacher", str(student), "--start-steps", "2", "--steps", "1", "--data",
            str(tiny_run / "corpus"), "--out", str(tmp_path / "more"), "--preset", "tiny",
