@@ -445,8 +445,10 @@ def _build(cls: type[Any], wire: dict[Any, Any], prefix: str = "") -> Any:
     for f in fields(cls):
         name = prefix + f.name
         value = wire.get(f.name, _MISSING)
+        has_default = f.default is not MISSING and f.name not in _WIRE_REQUIRED
+        if value is None and has_default:
+            continue  # "Optional fields may be absent or nil" (PROTOCOL.md §1): nil = default
         if value is _MISSING:
-            has_default = f.default is not MISSING and f.name not in _WIRE_REQUIRED
             if has_default:
                 continue
             where = f"field {prefix[:-1]!r}" if prefix else f"{cls.type!r} message"

@@ -248,6 +248,11 @@ class ServerProtocol:
         events, self._events = self._events, []
         return events
 
+    @property
+    def has_data_to_send(self) -> bool:
+        """True when :meth:`data_to_send` would return something."""
+        return bool(self._out)
+
     def data_to_send(self) -> list[bytes]:
         """Drain the encoded messages to send, in order; then close if :attr:`close_code`."""
         out, self._out = self._out, []

@@ -81,6 +81,10 @@ from realtime.webrtc import IcePolicy, WebRtcIngest
 log = logging.getLogger("talker.server")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# Most bytes a connection may hold that its peer has not taken before the server stops reading
+# from it (see _BoundedPongs): far above what streaming frames leave there (the transport's
+# 32 KiB high-water mark plus one frame), far below what a ping flood would make of it.
+MAX_UNSENT_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -142,6 +146,9 @@ class _Connection:
     last_activity_s: float = field(default_factory=time.monotonic)
     frames_sent: int = 0
     helpers: set[asyncio.Task[None]] = field(default_factory=set)  # e.g. identity picking
+    # One flush at a time (reader and sender): what one task drained before an `error` was
+    # queued never goes out after it.
+    flushing: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 class TalkerServer:
@@ -188,6 +195,7 @@ class TalkerServer:
             ssl=tls,
             max_size=self.config.max_message_bytes + 1024,
             compression=None,  # vertex frames do not compress; deflate only costs CPU
+            create_connection=_BoundedPongs,
             ping_interval=20,
             ping_timeout=20,
         )
@@ -474,19 +482,31 @@ class TalkerServer:
     async def _flush(self, conn: _Connection) -> bool:
         """Send queued protocol output; close when a close is queued. False once closed.
         Raises ConnectionClosed when the client has gone, _PeerStalled when it stopped
-        taking data (every send and the close are bounded by ``send_timeout_s``)."""
-        for data in conn.protocol.data_to_send():
-            await self._bounded(conn, conn.ws.send(data))
-        if conn.protocol.close_code is not None:
-            failure = conn.protocol.failure
-            reason = failure.code if failure is not None else ""
-            if failure is not None and failure.code != "server_full":
-                self._log_failure(conn, "closing %d (%s)", conn.protocol.close_code,
-                                  failure.message)
-            await self._bounded(conn, conn.ws.close(conn.protocol.close_code, reason))
-            conn.closing.set()
-            return False
-        return True
+        taking data (every send and the close are bounded by ``send_timeout_s``).
+
+        Flushes take turns, and one sends until nothing is queued: while the sender sends the
+        frames it drained, the reader may queue an `error`; the error goes out after those
+        frames, nothing follows it, and the close never overtakes it. With nothing to send, a
+        flush does not wait for its turn (the reader goes on reading while the sender waits on
+        a client slow to take its frames)."""
+        if not conn.protocol.has_data_to_send and conn.protocol.close_code is None:
+            return True
+        async with conn.flushing:
+            if conn.closing.is_set():
+                return False
+            while queued := conn.protocol.data_to_send():
+                for data in queued:
+                    await self._bounded(conn, conn.ws.send(data))
+            if conn.protocol.close_code is not None:
+                failure = conn.protocol.failure
+                reason = failure.code if failure is not None else ""
+                if failure is not None and failure.code != "server_full":
+                    self._log_failure(conn, "closing %d (%s)", conn.protocol.close_code,
+                                      failure.message)
+                await self._bounded(conn, conn.ws.close(conn.protocol.close_code, reason))
+                conn.closing.set()
+                return False
+            return True
 
     async def _bounded(self, conn: _Connection, op: Coroutine[Any, Any, None]) -> None:
         """Await one send or the close for at most ``send_timeout_s``. A client that takes
@@ -778,6 +798,45 @@ def _limit_receive_buffer(ws: ServerConnection, hello: wire.Hello) -> None:
     per_s = hello.sample_rate * bytes_per_sample(hello.encoding)
     with contextlib.suppress(OSError):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, min(max(per_s, 65536), 262144))
+
+
+class _BoundedPongs(ServerConnection):
+    """A connection that stops reading while it holds more than ``MAX_UNSENT_BYTES`` its peer
+    has not taken.
+
+    websockets answers every ping with a pong at once, whatever its write buffer holds: a peer
+    that sends pings and reads nothing would grow the server's write buffer by what it sends,
+    without bound (about 12 MB/s on loopback). The server's own messages cannot do that (each
+    send waits for the buffer to drain below its high-water mark first), so reading an audio
+    client that is slow to take its frames goes on (Session drop policy). Reading resumes once
+    the peer took data, unless the library's own pause (a full queue of received messages)
+    still holds it. A peer that stays stalled is cut off by the send timeout."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._holds: set[str] = set()  # why reading is paused: "queue", "unsent"
+        self.recv_messages.pause = lambda: self._hold("queue", True)
+        self.recv_messages.resume = lambda: self._hold("queue", False)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.transport.get_write_buffer_size() > MAX_UNSENT_BYTES:
+            self._hold("unsent", True)  # writing is paused now: resume_writing releases it
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self._hold("unsent", False)
+
+    def _hold(self, reason: str, held: bool) -> None:
+        was_paused = bool(self._holds)
+        if held:
+            self._holds.add(reason)
+        else:
+            self._holds.discard(reason)
+        if self._holds and not was_paused:
+            self.transport.pause_reading()
+        elif was_paused and not self._holds:
+            self.transport.resume_reading()
 
 
 class _PeerStalled(Exception):

@@ -80,7 +80,8 @@ function isMap(v) {
 
 // ---- message schemas (PROTOCOL.md §2, §3) ------------------------------------------------------
 // [name, kind, presence]: REQUIRED must be on the wire; NULLABLE may be absent or nil (-> null,
-// and left out when encoding); any other value is the default when absent.
+// and left out when encoding); any other value is the default when absent or nil (§1: optional
+// fields may be absent or nil).
 const REQUIRED = Symbol("required");
 const NULLABLE = Symbol("nullable");
 
@@ -163,7 +164,7 @@ function buildFields(fields, map, prefix, what) {
   for (const [name, kind, presence] of fields) {
     const has = Object.prototype.hasOwnProperty.call(map, name) && map[name] !== undefined;
     const value = has ? map[name] : undefined;
-    if (!has || (value === null && presence === NULLABLE)) {
+    if (!has || (value === null && presence !== REQUIRED)) {
       if (presence === REQUIRED) {
         throw new ProtocolError("missing_field", `${prefix ? `field '${prefix.slice(0, -1)}'` : `'${what}' message`} lacks required field '${prefix}${name}'`);
       }

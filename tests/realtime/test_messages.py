@@ -168,6 +168,13 @@ def test_hello_field_errors_name_the_field(over: dict[str, Any], code: str, word
     assert info.value.close_code == CloseCode.UNSUPPORTED
 
 
+def test_nil_optional_fields_take_their_defaults() -> None:
+    """PROTOCOL.md §1: optional fields may be absent or nil."""
+    m = wire.decode(hello_bytes(audio=None, format=None, weights=None, identity=None),
+                    direction="to_server")
+    assert (m.audio, m.format, m.weights, m.identity) == ("ws", "f16", False, None)
+
+
 def test_missing_protocol_is_an_error() -> None:
     data = msgpack.packb({"type": "hello", "sample_rate": 16000, "encoding": "pcm_s16le"})
     with pytest.raises(ProtocolError, match="'protocol'") as info:
