@@ -3,7 +3,10 @@
 # Usage: scripts/setup_system.sh [--test]   (--test adds what the test suite needs: chromium)
 set -euo pipefail
 
-want=(espeak-ng libespeak-ng1 libportaudio2 libasound2 sox python3-venv python3-dev)
+# festival + festvox-*: the corpus's heldout_synth split (models/corpus/festival.py); these three
+# are Debian's English voices.
+want=(espeak-ng libespeak-ng1 libportaudio2 libasound2 sox python3-venv python3-dev
+      festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts)
 if [[ "${1:-}" == "--test" ]]; then
     want+=(chromium fonts-dejavu-core alsa-utils)
 fi

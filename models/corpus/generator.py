@@ -18,7 +18,11 @@ the number of workers.
 Talkers: ``talkers - heldout_talkers`` training talkers share ``voices`` voices (several talkers per
 voice). Held-out talkers each have a voice no training talker uses. Held-out voices are further
 unseen voices with which each training talker speaks its last ``heldout_voice_utterances``
-utterances (known style, unknown voice).
+utterances (known style, unknown voice). Held-out synthesiser utterances (``heldout_synth``,
+``heldout_synth_utterances`` per training talker, on top of its ``utterances``) are spoken by
+Festival (``models.corpus.festival``), an engine the model never trains on, and animated in the
+talker's style from Festival's own phone timings: the stand-in for real voices. A corpus without
+them is byte for byte the corpus this module wrote before the split existed.
 """
 
 from __future__ import annotations
@@ -33,12 +37,15 @@ import sys
 import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
 from models.audio import write_wav
-from models.corpus.speech import DEFAULT_LIBRARY, SAMPLE_RATE_HZ, VoiceSpec, engine
+from models.corpus.festival import FESTIVAL_RATE_WPM, Festival
+from models.corpus.festival import INSTALL_HINT as FESTIVAL_HINT
+from models.corpus.speech import DEFAULT_LIBRARY, SAMPLE_RATE_HZ, Speech, VoiceSpec, engine
 from models.corpus.talkers import Talker, animate, sample_style, sample_talkers, sample_voices
 from models.corpus.text import MAX_DURATION_S, MIN_DURATION_S, make_script
 from models.errors import DataError
@@ -51,6 +58,8 @@ log = logging.getLogger(__name__)
 # scale 32768.
 GENERATOR_VERSION = "1.2"
 SPLITS = ("train", "val", "test", "heldout_talker", "heldout_voice")
+# Listed in the manifest only when the corpus has it, so that older configs keep their bytes.
+SYNTH_SPLIT = "heldout_synth"
 
 
 
@@ -69,6 +78,10 @@ class CorpusConfig:
     fps: int = 30
     rig: str = "auto"  # "auto" | "facecap" | "procedural" (see models.face.load.load_rig)
     library: str = DEFAULT_LIBRARY  # espeak-ng shared library
+    # Festival utterances per training talker, added after its `utterances` (its style, another
+    # synthesiser's voice and timing). 0 writes exactly the corpus of generator 1.2.
+    heldout_synth_utterances: int = 0
+    festival_voices: tuple[str, ...] = ()  # for heldout_synth; () = every installed English one
 
 
 @dataclass(frozen=True)
@@ -78,13 +91,28 @@ class _Task:
     voice: VoiceSpec
     split: str
     entropy: tuple[int, ...]
+    festival_voice: str | None = None  # heldout_synth: Festival speaks instead of espeak-ng
+
+    @property
+    def voice_name(self) -> str:
+        """The voice as the manifest names it: espeak's ``en-us+f3`` or ``festival:NAME``."""
+        return f"festival:{self.festival_voice}" if self.festival_voice else self.voice.espeak_name
 
 
-def plan(config: CorpusConfig) -> tuple[list[Talker], dict[str, list[VoiceSpec]], list[_Task]]:
-    """Talkers, voices by role, and one task per utterance, in ID order."""
+def plan(config: CorpusConfig, festival_voices: tuple[str, ...] | None = None,
+         ) -> tuple[list[Talker], dict[str, list[VoiceSpec]], list[_Task]]:
+    """Talkers, voices by role, and one task per utterance, in ID order.
+
+    ``festival_voices`` (for heldout_synth) defaults to ``config.festival_voices`` or, if that is
+    empty, every English voice Festival has installed; Festival is only asked when the config
+    wants heldout_synth utterances.
+    """
     n_train = config.talkers - config.heldout_talkers
     if n_train < 1 or config.utterances < 1:
         raise DataError(f"need at least one training talker and one utterance: {config}")
+    if config.heldout_synth_utterances < 0:
+        raise DataError(f"heldout_synth_utterances must be >= 0: {config}")
+    synth = festival_voices or _festival_voices(config)
     n_voices = config.voices or max(1, math.ceil(n_train * 3 / 8))
     rng = np.random.default_rng(np.random.SeedSequence([config.seed, 1]))
     voices = sample_voices(n_voices + config.heldout_talkers + config.heldout_voices, rng)
@@ -103,9 +131,23 @@ def plan(config: CorpusConfig) -> tuple[list[Talker], dict[str, list[VoiceSpec]]
                 voice = unseen_voices[(ti + ui) % len(unseen_voices)]
             tasks.append(_Task(f"{talker.name}_U{ui:04d}", talker, voice, split,
                                (config.seed, ti, ui)))
+        for k in range(config.heldout_synth_utterances if ti < n_train else 0):
+            ui = config.utterances + k  # after the talker's own: those keep their IDs and seeds
+            tasks.append(_Task(f"{talker.name}_U{ui:04d}", talker, talker.voice, SYNTH_SPLIT,
+                               (config.seed, ti, ui), synth[(ti + k) % len(synth)]))
     roles = {"train": train_voices, "heldout_talker": talker_voices,
              "heldout_voice": unseen_voices}
     return talkers, roles, tasks
+
+
+def _festival_voices(config: CorpusConfig) -> tuple[str, ...]:
+    if not config.heldout_synth_utterances:
+        return ()
+    voices = config.festival_voices or Festival().english_voices()
+    if not voices:
+        raise DataError(f"Festival has no English voice for the heldout_synth split; "
+                        f"{FESTIVAL_HINT}")
+    return tuple(voices)
 
 
 def _talker_splits(config: CorpusConfig, ti: int, heldout: bool, unseen: bool) -> list[str]:
@@ -129,22 +171,30 @@ _STATE: dict = {}
 
 def _init_worker(rig: FaceRig, library: str, out_dir: str, fps: int) -> None:
     """Per process: espeak-ng is global state, so each worker owns one engine."""
-    _STATE.update(rig=rig, engine=engine(library), out=Path(out_dir), fps=fps)
+    _STATE.update(rig=rig, engine=engine(library), festival=Festival(), out=Path(out_dir),
+                  fps=fps)
+
+
+def _speak(task: _Task, text: str) -> Speech:
+    if task.festival_voice:
+        return _STATE["festival"].synthesize(text, task.festival_voice)
+    return _STATE["engine"].synthesize_isolated(text, task.voice)
 
 
 def _make_utterance(task: _Task) -> dict:
-    rig, eng, out, fps = _STATE["rig"], _STATE["engine"], _STATE["out"], _STATE["fps"]
+    rig, out, fps = _STATE["rig"], _STATE["out"], _STATE["fps"]
     text_ss, anim_ss = np.random.SeedSequence(task.entropy).spawn(2)
     rng = np.random.default_rng(text_ss)
+    rate_wpm = FESTIVAL_RATE_WPM if task.festival_voice else task.voice.rate_wpm
     for _ in range(50):
-        script = make_script(rng, task.voice.rate_wpm)
-        speech = eng.synthesize_isolated(script.text, task.voice)
+        script = make_script(rng, rate_wpm)
+        speech = _speak(task, script.text)
         total = speech.duration_s + script.lead_silence_s + script.trail_silence_s
         if MIN_DURATION_S <= total <= MAX_DURATION_S:
             break
     else:
         raise DataError(f"{task.uid}: no script of {MIN_DURATION_S}-{MAX_DURATION_S} s with "
-                          f"voice {task.voice}")
+                          f"voice {task.voice_name}")
     speech = speech.padded(script.lead_silence_s, script.trail_silence_s)
     n_samples = len(speech.audio)
     n_frames = -(-n_samples * fps // SAMPLE_RATE_HZ)  # ceil(duration * fps), exact in integers
@@ -154,11 +204,12 @@ def _make_utterance(task: _Task) -> dict:
     write_wav(out / "wav" / f"{task.uid}.wav", speech.audio, SAMPLE_RATE_HZ)
     np.save(out / "vertices_npy" / f"{task.uid}.npy", vertices.astype(np.float32))
     np.save(out / "weights_npy" / f"{task.uid}.npy", weights.astype(np.float32))
-    phones = {"id": task.uid, "text": script.text, "voice": task.voice.to_json(),
+    voice = task.voice_name if task.festival_voice else task.voice.to_json()
+    phones = {"id": task.uid, "text": script.text, "voice": voice,
               "phonemes": [p.to_json() for p in speech.phonemes]}
     _write_json(out / "phonemes" / f"{task.uid}.json", phones)
     return {"id": task.uid, "talker": task.talker.name, "split": task.split, "text": script.text,
-            "voice": task.voice.espeak_name, "duration_s": n_samples / SAMPLE_RATE_HZ,
+            "voice": task.voice_name, "duration_s": n_samples / SAMPLE_RATE_HZ,
             "frames": int(n_frames), "samples": int(n_samples)}
 
 
@@ -178,6 +229,15 @@ def write_npz_deterministic(path: Path, arrays: dict[str, np.ndarray]) -> None:
             z.writestr(info, buf.getvalue())
 
 
+def _config_json(config: CorpusConfig) -> dict:
+    """The config as the manifest records it; the heldout_synth fields only when used, so that
+    corpora without the split keep the manifest of generator 1.2 byte for byte."""
+    out = asdict(config)
+    if not config.heldout_synth_utterances:
+        del out["heldout_synth_utterances"], out["festival_voices"]
+    return out
+
+
 def _prepare_out_dir(out_dir: Path) -> None:
     try:
         for sub in ("", "wav", "vertices_npy", "weights_npy", "phonemes"):
@@ -194,9 +254,10 @@ def generate_corpus(config: CorpusConfig, out_dir: str | Path, workers: int = 2,
                     progress: bool = True) -> Path:
     """Generate the corpus into ``out_dir``; return the path of ``corpus.json``.
 
-    ``workers`` spawned processes (at least one); each initialises espeak-ng once.
-    Raises DataError for an unwritable directory, DataError if espeak-ng is missing
-    or a voice is unknown (checked before any work starts), DataError for a bad rig.
+    ``workers`` spawned processes (at least one); each initialises espeak-ng once and runs
+    Festival for the heldout_synth utterances. Raises DataError for an unwritable directory,
+    DataError if espeak-ng (or, with heldout_synth utterances, Festival) is missing or a voice
+    is unknown (checked before any work starts), DataError for a bad rig.
     """
     from models.face.load import load_rig
 
@@ -206,6 +267,10 @@ def generate_corpus(config: CorpusConfig, out_dir: str | Path, workers: int = 2,
     eng = engine(config.library)  # fail early and clearly: library, voices
     for spec in sorted({t.voice for t in tasks}, key=lambda v: json.dumps(v.to_json())):
         eng.set_voice(spec)
+    synth_voices = sorted({t.festival_voice for t in tasks if t.festival_voice})
+    festival = Festival()
+    for name in synth_voices:
+        festival.check_voice(name)
     rig = load_rig(config.rig)
     if rig.blendshape_names != RIG_NAMES:
         raise DataError(f"rig {rig.name!r} does not have the 51 ARKit blendshapes")
@@ -225,9 +290,9 @@ def generate_corpus(config: CorpusConfig, out_dir: str | Path, workers: int = 2,
     write_npz_deterministic(out / "basis.npz", {"template": rig.template.astype(np.float32),
                                                 "deltas": rig.deltas.astype(np.float32),
                                                 "names": np.array(RIG_NAMES)})
-    manifest = {
+    manifest: dict[str, Any] = {
         "generator": "models.corpus.generator", "generator_version": GENERATOR_VERSION,
-        "seed": config.seed, "config": asdict(config), "fps": config.fps,
+        "seed": config.seed, "config": _config_json(config), "fps": config.fps,
         "sample_rate_hz": SAMPLE_RATE_HZ,
         "rig": {"name": rig.name, "vertex_count": rig.vertex_count,
                 "mouth_open": list(rig.mouth_open)},
@@ -239,6 +304,9 @@ def generate_corpus(config: CorpusConfig, out_dir: str | Path, workers: int = 2,
         "utterances": metas,
         "splits": {s: [m["id"] for m in metas if m["split"] == s] for s in SPLITS},
     }
+    if synth_voices:  # only then: a corpus without the split keeps its 1.2 manifest
+        manifest["voices"][SYNTH_SPLIT] = [f"festival:{name}" for name in synth_voices]
+        manifest["splits"][SYNTH_SPLIT] = [m["id"] for m in metas if m["split"] == SYNTH_SPLIT]
     path = out / "corpus.json"
     _write_json(path, manifest)
     log.info("wrote %d utterances to %s", len(metas), out)

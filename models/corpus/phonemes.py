@@ -118,6 +118,13 @@ def _lookup(table: dict[str, tuple[str, ...]], symbol: str) -> tuple[str, ...] |
     return table.get(trimmed) or table.get(trimmed[:1])
 
 
+def is_known(symbol: str) -> bool:
+    """True for pauses and for symbols with their own entry in both the viseme and the ARPAbet
+    table, i.e. that no fallback rule has to guess (other synthesisers' phone maps check this)."""
+    s = clean_symbol(symbol)
+    return is_pause(s) or (s in _VISEMES and s in _ARPABET)
+
+
 def visemes_of(symbol: str) -> tuple[str, ...]:
     """Viseme class(es) of an espeak symbol: ("sil",) for pauses, 1 or 2 names otherwise."""
     if is_pause(clean_symbol(symbol)):

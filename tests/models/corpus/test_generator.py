@@ -62,6 +62,8 @@ def test_layout_and_frame_count(tiny: Path) -> None:
         assert phones[0]["start_s"] == 0 and phones[-1]["end_s"] == pytest.approx(duration)
         assert phones[0]["symbol"] == "_" and phones[0]["end_s"] >= 0.2  # leading silence
         assert phones[1]["word_index"] == 0  # the first word's phones are all there
+    assert "heldout_synth" not in manifest["splits"] and "heldout_synth" not in manifest["voices"]
+    assert not {"heldout_synth_utterances", "festival_voices"} & set(manifest["config"])  # as 1.2
     ids = sorted(i for s in manifest["splits"].values() for i in s)
     assert ids == ["T00_U0000", "T00_U0001", "T01_U0000", "T01_U0001"]
     talkers = manifest["talkers"]
