@@ -14,7 +14,7 @@ from pathlib import Path
 
 from models.errors import ConfigError
 from realtime.admission import AdmissionConfig
-from talker.args import positive_int
+from talker.args import guidance_scale, positive_int
 
 __all__ = ["TOKEN_ENV", "add_commands", "load_model", "serve_token"]
 
@@ -260,7 +260,8 @@ def _cmd_animate(args: argparse.Namespace) -> int:
         index, _ = model.pick_identity(audio[: round(contract.identity_pick_s * sr)])
         identity = model.identities[int(index)]
         print(f"auto identity: {identity}")
-    coeffs = model.generate(audio, identity, steps=args.steps, seed=args.seed)
+    coeffs = model.generate(audio, identity, steps=args.steps, seed=args.seed,
+                            guidance=args.guidance)
     vertices = model.vertices(coeffs, subject=args.subject)
     template = model.subjects[args.subject] if args.subject else contract.basis.template
     out = Path(args.out)
@@ -280,6 +281,8 @@ def _add_animate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", help="model (default: the shipped model)")
     p.add_argument("--identity", help="talking style name, or 'auto' (default: mean style)")
     p.add_argument("--steps", type=positive_int, help="sampling steps (default: the model's)")
+    p.add_argument("--guidance", type=guidance_scale, metavar="G",
+                   help="classifier-free guidance scale on the audio (default: the model's)")
     p.add_argument("--subject",
                    help="put the motion on this training subject's own face (models trained on "
                         "VOCASET/BIWI-style data keep every subject's template)")

@@ -9,6 +9,12 @@ One class serves the teacher and the distilled students (another checkpoint, ano
 ``forward`` predicts, ``loss`` trains, ``generate`` and ``stream_step`` sample through the same
 sampler functions; ``stream_step`` equals ``generate`` on the same audio and seed because the
 denoiser is causal in frames and the stream keeps its GRU state per sampling step.
+
+Classifier-free guidance on the audio (``TalkerConfig.guidance`` g, ``guided``): the model learns
+an unconditional prediction by training with the null audio (zeros) sometimes
+(``LossConfig.audio_dropout``); sampling with g != 1 runs each step on [audio; null audio] in one
+call and uses x0_null + g (x0_audio - x0_null). The null branch is a recurrence of its own, so a
+guided stream also keeps the null branch's GRU state per sampling step (``StreamState.gru_null``).
 """
 
 from __future__ import annotations
@@ -77,6 +83,9 @@ class LossConfig:
     vel: float = 0.5  # velocity MSE: against jitter, which frame-wise MSE does not see
     contrastive: float = 0.1  # InfoNCE audio <-> identity
     identity_dropout: float = 0.1  # train with the mean identity sometimes: the unknown-talker case
+    # Train with the null audio (zeros, see Talker.null_audio) sometimes: the unconditional
+    # model that classifier-free guidance extrapolates away from. 0: no draw, runs unchanged.
+    audio_dropout: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -91,6 +100,10 @@ class TalkerConfig:
     sampler: str = "ddim"  # "ddim" or "ddpm"; the default for generate/new_stream
     sampler_steps: int = 64  # 64 for the respaced teacher, 8 for the distilled student
     loss: LossConfig = field(default_factory=LossConfig)
+    # Classifier-free guidance scale on the audio, the default for generate/new_stream: x0 =
+    # x0_null + g (x0_audio - x0_null). 1: plain conditional sampling, one pass per step; any
+    # other g doubles the batch. A student distilled from a guided teacher keeps 1 (distill.py).
+    guidance: float = 1.0
     # "diffusion", or "regression": the deterministic baseline of the results table (same
     # network, trained and run as one step from x_T = 0 at the noisiest t: audio -> motion).
     objective: str = "diffusion"
@@ -168,6 +181,10 @@ class StreamState:
     rng_x: np.random.Generator  # x_T noise, (n, K) per hop in frame order
     rng_step: np.random.Generator  # DDPM per-step noise, (n, S, K) per hop in frame order
     next_frame: int = 0  # frames emitted so far
+    guidance: float = 1.0  # classifier-free guidance scale (TalkerConfig.guidance)
+    # (S, L, H) the null-audio branch's own GRU states when guidance != 1 (it sees other inputs,
+    # so it runs its own recurrence); None when unguided.
+    gru_null: torch.Tensor | None = None
 
 
 # ----------------------------------------------------------------------------- the model
@@ -260,6 +277,29 @@ class Talker(nn.Module):
         and identity (B, D) or (B, T, D); returns (x0_hat, GRU state after the last frame)."""
         return self.denoiser(x_t, t, audio, identity, state)
 
+    @staticmethod
+    def null_audio(audio: torch.Tensor) -> torch.Tensor:
+        """The "no audio" condition of classifier-free guidance for encoded features (B, T, A):
+        zeros, learnt through LossConfig.audio_dropout. No parameters, so every checkpoint
+        (trained with it or not) loads as it is."""
+        return torch.zeros_like(audio)
+
+    def guided(self, x_t: torch.Tensor, t: torch.Tensor | int, audio: torch.Tensor,
+               identity: torch.Tensor, guidance: float, state: torch.Tensor | None = None,
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``forward`` with classifier-free guidance on the audio: one call on the doubled batch
+        [conditional; null audio] (2B), x0 = x0_null + guidance (x0_cond - x0_null).
+        state (L, 2B, H): the conditional rows, then the null rows; returned likewise.
+        guidance == 1 is ``forward`` itself (batch B, state (L, B, H))."""
+        if guidance == 1.0:
+            return self(x_t, t, audio, identity, state)
+        if isinstance(t, torch.Tensor) and t.numel() > 1:
+            t = torch.cat([t, t])
+        x0, state = self(torch.cat([x_t, x_t]), t, torch.cat([audio, self.null_audio(audio)]),
+                         torch.cat([identity, identity]), state)
+        x0_cond, x0_null = x0.chunk(2)
+        return x0_null + guidance * (x0_cond - x0_null), state
+
     def encode_audio(self, features: torch.Tensor) -> torch.Tensor:
         """(B, R + T, F) -> (B, T, A); see AudioEncoder for the frame alignment."""
         return self.encoder(features)
@@ -297,10 +337,15 @@ class Talker(nn.Module):
         ident = self.identity.vectors(batch.talker)  # (B, D)
         drop = torch.rand(B, generator=generator) < self.config.loss.identity_dropout
         ident = torch.where(drop[:, None], self.identity.mean_identity()[None], ident)
-        pred, _ = self(x_t, t, audio, ident)
-        terms = self.motion_loss(pred, x0, batch.mask)
-        terms["contrastive"] = self.identity.contrastive_loss(audio, batch.talker, batch.mask)
         w = self.config.loss
+        heard = audio
+        if w.audio_dropout > 0:  # drawn only then: runs without it keep their random stream
+            silent = torch.rand(B, generator=generator) < w.audio_dropout
+            heard = torch.where(silent[:, None, None], self.null_audio(audio), audio)
+        pred, _ = self(x_t, t, heard, ident)
+        terms = self.motion_loss(pred, x0, batch.mask)
+        # the identity's contrastive loss always hears the real audio
+        terms["contrastive"] = self.identity.contrastive_loss(audio, batch.talker, batch.mask)
         terms["loss"] = (w.rec * terms["rec"] + w.lip * terms["lip"] + w.vel * terms["vel"]
                          + w.contrastive * terms["contrastive"])
         return terms
@@ -338,13 +383,14 @@ class Talker(nn.Module):
     @torch.no_grad()
     def generate(self, audio_16k: np.ndarray, identity: str | None | torch.Tensor = None,
                  steps: int | None = None, seed: int = 0, sample_rate_hz: int = 16000,
-                 sampler: str | None = None) -> np.ndarray:
+                 sampler: str | None = None, guidance: float | None = None) -> np.ndarray:
         """Coefficients (T, K) float32 for mono 16 kHz float audio, T = ceil(len / 533.33).
-        Uses the stream noise rule, so a stream with the same seed gives the same frames."""
+        Uses the stream noise rule, so a stream with the same seed gives the same frames.
+        ``guidance``: the classifier-free guidance scale (None: the config's)."""
         audio = check_audio(audio_16k, sample_rate_hz, self.config.features)
         ident = identity if isinstance(identity, torch.Tensor) else \
             self.identity_vector(identity, audio)
-        state = self.new_stream(seed, steps, sampler)
+        state = self.new_stream(seed, steps, sampler, guidance)
         T = self.config.features.n_frames(len(audio))
         with self._eval():
             feats = self.offline_features(audio)[None].to(self.device)
@@ -353,12 +399,16 @@ class Talker(nn.Module):
         return self.denormalize(x0)[0].cpu().numpy()
 
     # -- streaming
-    def new_stream(self, seed: int = 0, steps: int | None = None,
-                   sampler: str | None = None) -> StreamState:
-        """A fresh session; nothing is computed until audio arrives."""
+    def new_stream(self, seed: int = 0, steps: int | None = None, sampler: str | None = None,
+                   guidance: float | None = None) -> StreamState:
+        """A fresh session; nothing is computed until audio arrives. ``guidance``: the
+        classifier-free guidance scale (None: the config's); != 1 costs a doubled batch."""
         sampler = "ddim" if self.is_regression else sampler or self.config.sampler
         if sampler not in ("ddim", "ddpm"):
             raise ModelError(f"unknown sampler {sampler!r}: use 'ddim' or 'ddpm'")
+        guidance = self.config.guidance if guidance is None else float(guidance)
+        if not np.isfinite(guidance) or guidance < 0:
+            raise ModelError(f"guidance must be a finite number >= 0, got {guidance}")
         grid = self.steps(steps)
         left, right = self.receptive_field
         buf = AudioBuffer(self.config.features)
@@ -367,10 +417,14 @@ class Talker(nn.Module):
         silence = buf.features(-1, 1)[0].to(self.device)  # (F,) a frame before the start
         with torch.no_grad():
             cache = self.encoder.init_cache(silence)
+
+        def zeros() -> torch.Tensor:
+            return torch.zeros(len(grid), c.n_layers, c.hidden, device=self.device)
+
         return StreamState(seed=seed, steps=grid, sampler=sampler, audio=buf,
-                           encoder_cache=cache, fed=0,
-                           gru=torch.zeros(len(grid), c.n_layers, c.hidden, device=self.device),
-                           rng_x=rng_x, rng_step=rng_step)
+                           encoder_cache=cache, fed=0, gru=zeros(), rng_x=rng_x,
+                           rng_step=rng_step, guidance=guidance,
+                           gru_null=None if guidance == 1.0 else zeros())
 
     def push_audio(self, state: StreamState, samples: np.ndarray) -> None:
         """Append mono float32 samples at the model's rate (any chunk size)."""
@@ -394,12 +448,14 @@ class Talker(nn.Module):
         """Generate the next ``n_frames`` of every stream in one batched pass over all sampling
         steps -> (B, n_frames, K) float32 coefficients. identity_vectors: (B, D), per frame
         (B, n, D), or None (mean identity). Every stream needs frames_available >= n_frames and
-        the same sampler and steps."""
+        the same sampler, steps and guidance."""
         if not states or n_frames <= 0:
             raise ModelError("stream_step needs at least one stream and one frame")
+        first = states[0]
         for s in states:
-            if s.steps != states[0].steps or s.sampler != states[0].sampler:
-                raise ModelError("streams batched together must share sampler and steps")
+            if (s.steps, s.sampler, s.guidance) != (first.steps, first.sampler, first.guidance):
+                raise ModelError("streams batched together must share sampler, steps and "
+                                 "guidance")
             if self.frames_available(s) < n_frames:
                 raise ModelError(f"stream has {self.frames_available(s)} frames available, "
                                  f"{n_frames} asked (wait for audio or flush)")
@@ -440,19 +496,26 @@ class Talker(nn.Module):
     def _sample(self, proto: StreamState, audio: torch.Tensor, identity: torch.Tensor,
                 n: int, states: list[StreamState]) -> torch.Tensor:
         """Run the sampler over n new frames of B streams, advancing their noise and GRU states.
-        audio (B, n, A); identity (B, D) or (B, n, D) -> normalised x0 (B, n, K)."""
-        K, S = self.config.denoiser.n_coeffs, len(proto.steps)
+        audio (B, n, A); identity (B, D) or (B, n, D) -> normalised x0 (B, n, K). With guidance
+        != 1 every step is one call on 2B rows (``guided``): the streams' states, then their
+        null-branch states."""
+        K, S, g = self.config.denoiser.n_coeffs, len(proto.steps), proto.guidance
         x_T = torch.stack([torch.from_numpy(frame_noise(s.rng_x, n, K))
                            for s in states]).to(self.device)
         if self.is_regression:
             x_T = torch.zeros_like(x_T)  # still drawn, so the noise stream stays per frame
-        gru = torch.stack([s.gru for s in states], dim=2)  # (S, L, B, H)
+        B = len(states)
+        rows = [s.gru for s in states]
+        if g != 1.0:
+            rows += [s.gru_null if s.gru_null is not None else torch.zeros_like(s.gru)
+                     for s in states]  # new_stream sets gru_null whenever guidance != 1
+        gru = torch.stack(rows, dim=2)  # (S, L, B or 2B, H)
         new_gru = gru.clone()
         calls = [0]
 
         def model_fn(x: torch.Tensor, t: int, cond: tuple) -> torch.Tensor:
             i = calls[0]  # the sampler calls once per step, in order: i picks the state
-            x0, new_gru[i] = self(x, t, cond[0], cond[1], gru[i])
+            x0, new_gru[i] = self.guided(x, t, cond[0], cond[1], g, gru[i])
             calls[0] += 1
             return x0
 
@@ -465,11 +528,16 @@ class Talker(nn.Module):
             x0 = sample_ddpm(model_fn, x_T, proto.steps, (audio, identity), noise=noise)
         for b, s in enumerate(states):
             s.gru = new_gru[:, :, b].clone()
+            if g != 1.0:
+                s.gru_null = new_gru[:, :, B + b].clone()
         return x0
 
     @contextlib.contextmanager
     def _eval(self):
         was = self.training
+        if not was:  # the usual case when serving: walking every module costs ~1 ms a call
+            yield
+            return
         self.eval()
         try:
             yield
@@ -529,7 +597,8 @@ class Talker(nn.Module):
         n = sum(p.numel() for p in self.parameters())
         return json.dumps({"params": n, "identities": len(self.identities),
                            "receptive_field": self.receptive_field,
-                           "sampler": self.config.sampler, "steps": self.config.sampler_steps})
+                           "sampler": self.config.sampler, "steps": self.config.sampler_steps,
+                           "guidance": self.config.guidance})
 
 
 def _faces(tensors: dict[str, torch.Tensor], path: str | Path) -> np.ndarray:

@@ -9,7 +9,7 @@ import argparse
 from pathlib import Path
 
 from models.errors import ConfigError
-from talker.args import positive_int
+from talker.args import guidance_scale, name_list, non_negative_int, positive_int, probability
 
 __all__ = ["add_commands"]
 
@@ -25,7 +25,11 @@ def _cmd_corpus(args: argparse.Namespace) -> int:
 
     if not args.out:
         raise ConfigError("talker corpus needs --out DIR (or: talker corpus preview DIR ...)")
-    config = CorpusConfig(talkers=args.talkers, utterances=args.utterances, seed=args.seed)
+    if args.festival_voices and not args.heldout_synth:
+        raise ConfigError("--festival-voices needs --heldout-synth N (N > 0)")
+    config = CorpusConfig(talkers=args.talkers, utterances=args.utterances, seed=args.seed,
+                          heldout_synth_utterances=args.heldout_synth,
+                          festival_voices=tuple(args.festival_voices))
     generate_corpus(config, Path(args.out), workers=args.workers, progress=not args.quiet)
     print(f"corpus written to {args.out}")
     return 0
@@ -45,6 +49,12 @@ def _add_corpus(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--talkers", type=positive_int, default=16)
     p.add_argument("--utterances", type=positive_int, default=120, help="per talker")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--heldout-synth", type=non_negative_int, default=0, metavar="N",
+                   help="per training talker, N more utterances spoken by Festival (the "
+                        "heldout_synth split: a synthesiser never trained on); needs festival")
+    p.add_argument("--festival-voices", type=name_list, default=(), metavar="A,B",
+                   help="Festival voices for --heldout-synth (default: all installed English "
+                        "ones, e.g. kal_diphone,ked_diphone,cmu_us_slt_arctic_hts)")
     p.add_argument("--workers", type=positive_int, default=2)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_corpus)
@@ -84,6 +94,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
     config = replace(TrainConfig.preset(args.preset), objective=args.objective)
     if args.steps:
         config = replace(config, n_steps=args.steps)
+    if args.audio_dropout is not None:
+        config = replace(config, loss=replace(config.loss, audio_dropout=args.audio_dropout))
+    if args.lookahead_frames is not None:
+        encoder = replace(config.model.encoder, lookahead_frames=args.lookahead_frames)
+        if encoder.lookahead_frames > encoder.context_frames:
+            raise ConfigError(f"--lookahead-frames {args.lookahead_frames} exceeds the encoder's "
+                              f"reach of {encoder.context_frames} frames")
+        config = replace(config, model=replace(config.model, encoder=encoder))
     path = train(_load_dataset(args.data), config, Path(args.out), seed=args.seed,
                  progress=not args.quiet, resume=not args.no_resume)
     print(f"{'regression baseline' if args.objective == 'regression' else 'teacher'} "
@@ -99,6 +117,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=positive_int, help="override the preset's step count")
     p.add_argument("--objective", choices=("diffusion", "regression"), default="diffusion",
                    help="regression: the deterministic baseline (same network, no diffusion)")
+    p.add_argument("--audio-dropout", type=probability, metavar="P",
+                   help="train with the null audio for this fraction of windows (default 0): "
+                        "what classifier-free guidance (distill/eval --guidance) needs")
+    p.add_argument("--lookahead-frames", type=non_negative_int, metavar="N",
+                   help="motion frames of future audio the encoder hears (default 3 = 100 ms): "
+                        "the model's look-ahead, part of every stream's latency")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=positive_int, help="torch threads (default: all cores)")
     p.add_argument("--no-resume", action="store_true", help="start over even if OUT has a run")
@@ -117,6 +141,8 @@ def _cmd_distill(args: argparse.Namespace) -> int:
         config = replace(config, iters_per_round=args.iters)
     if args.start_steps:
         config = replace(config, start_steps=args.start_steps)
+    if args.guidance is not None:
+        config = replace(config, guidance=args.guidance)
     path = distill(Path(args.teacher), _load_dataset(args.data), Path(args.out), steps=args.steps,
                    config=config, seed=args.seed, progress=not args.quiet)
     print(f"student checkpoint: {path}")
@@ -134,6 +160,10 @@ def _add_distill(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--start-steps", type=positive_int,
                    help="the teacher's grid to halve from (default 64); e.g. 8 with a student_8 "
                         "as --teacher continues to 4 and 2 steps")
+    p.add_argument("--guidance", type=guidance_scale, metavar="G",
+                   help="the teacher's targets with classifier-free guidance G on the audio "
+                        "(default: the teacher's own, 1); the student samples unguided, one "
+                        "pass per step (teacher trained with --audio-dropout)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=positive_int, help="torch threads (default: all cores)")
     p.add_argument("--quiet", action="store_true")
@@ -145,8 +175,11 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     from models.training.evaluate import EvalConfig, evaluate_checkpoint
 
+    if args.guidance and not args.teacher:
+        raise ConfigError("--guidance adds teacher rows: give --teacher too")
     config = EvalConfig(max_utterances=args.max_utterances, steps=tuple(args.steps or ()),
-                        teacher=args.teacher, baseline=args.baseline, seed=args.seed)
+                        guidance=tuple(args.guidance or ()), teacher=args.teacher,
+                        baseline=args.baseline, seed=args.seed)
     results = evaluate_checkpoint(Path(args.checkpoint), _load_dataset(args.data), config)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(results, indent=1))
@@ -164,6 +197,9 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--baseline", help="regression checkpoint (train --objective regression)")
     p.add_argument("--steps", type=positive_int, action="append",
                    help="DDIM step counts to evaluate the teacher at (repeatable)")
+    p.add_argument("--guidance", type=guidance_scale, action="append", metavar="G",
+                   help="also evaluate the teacher's DDIM rows with classifier-free guidance G "
+                        "(rows teacher_ddim{steps}_g{G}; repeatable)")
     p.add_argument("--max-utterances", type=positive_int, default=40)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_eval)

@@ -15,6 +15,14 @@ mean); the data term lets each round specialise the student to its N noise level
 imitating a sampler that is worse than plain DDIM-N. ``gt_weight = 0`` is plain progressive
 distillation.
 
+Guidance (``guidance``, Meng et al. 2023's first stage folded into the first round): the first
+round's targets come from the teacher sampled with classifier-free guidance g on the audio (each
+teacher call runs [audio; null audio], ``Talker.guided``); the student learns them as a plain
+conditional model, so its config says ``guidance = 1`` and it samples with one network pass per
+step. Later rounds halve that student as usual (their teacher already carries the guidance). The
+teacher should have been trained with ``LossConfig.audio_dropout`` > 0, or its null-audio
+prediction means nothing.
+
     distill("runs/teacher/talker.safetensors", dataset, "runs/student", steps=8)
 
 writes ``student_{N}.safetensors`` per round and ``log.jsonl``; returns the last student's path.
@@ -23,6 +31,7 @@ writes ``student_{N}.safetensors`` per round and ``log.jsonl``; returns the last
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -45,6 +54,8 @@ from models.training.loop import (
 )
 from models.training.train import evaluate_talker
 
+log = logging.getLogger(__name__)
+
 # Students start at their teacher: small steps, a short warm-up, no weight decay. The teacher's
 # augmentation stays on: the student must keep the teacher's robustness to real microphones, so
 # it learns on the same kind of input.
@@ -56,6 +67,9 @@ class DistillConfig:
     start_steps: int = 64  # the teacher is first respaced to this DDIM grid (DESIGN §2)
     iters_per_round: int = 4000
     gt_weight: float = 0.5  # data term next to the teacher term (module docstring); 0 = pure
+    # The first round's teacher guidance scale (module docstring); None: the teacher checkpoint's
+    # own (1 unless it says otherwise). ``distill`` records the value it used here.
+    guidance: float | None = None
     loop: LoopConfig = STUDENT_LOOP  # each round's batches, optimiser, log and splits
 
     @staticmethod
@@ -90,9 +104,10 @@ def two_step_target(model_fn: ModelFn, x_t: torch.Tensor, teacher_steps: Steps, 
 
 def distill_loss(student: Talker, teacher: Talker, batch: TrainBatch, n_student: int,
                  generator: torch.Generator | None = None, gt_weight: float = 0.0,
-                 ) -> dict[str, torch.Tensor]:
-    """One batch of one round: random student step, teacher target, vertex-space losses; plus
-    ``gt_weight`` times the same losses against the real motion (``gt_loss``)."""
+                 guidance: float = 1.0) -> dict[str, torch.Tensor]:
+    """One batch of one round: random student step, teacher target (the teacher sampled with
+    classifier-free ``guidance``), vertex-space losses; plus ``gt_weight`` times the same losses
+    against the real motion (``gt_loss``)."""
     s_steps, t_steps = respace(student.alpha_bar, n_student), respace(teacher.alpha_bar,
                                                                       2 * n_student)
     x0 = student.normalize(batch.coeffs)  # (B, W, K); both share the normalisation
@@ -100,8 +115,8 @@ def distill_loss(student: Talker, teacher: Talker, batch: TrainBatch, n_student:
     x_t = q_sample(x0, s_steps.alpha_bar[i], torch.randn(x0.shape, generator=generator))
     with torch.no_grad():
         cond = (teacher.encode_audio(batch.features), teacher.identity.vectors(batch.talker))
-        target = two_step_target(lambda x, t, c: teacher(x, t, c[0], c[1])[0], x_t, t_steps, i,
-                                 cond)
+        target = two_step_target(lambda x, t, c: teacher.guided(x, t, c[0], c[1], guidance)[0],
+                                 x_t, t_steps, i, cond)
     pred, _ = student(x_t, s_steps.t[i], student.encode_audio(batch.features),
                       student.identity.vectors(batch.talker))
     terms = student.motion_loss(pred, target, batch.mask)
@@ -117,10 +132,13 @@ def distill_loss(student: Talker, teacher: Talker, batch: TrainBatch, n_student:
     return terms
 
 
-def with_steps(model: Talker, n_steps: int) -> Talker:
-    """The same weights with another default DDIM grid in the config (what a student is)."""
-    out = Talker(model.config.replace(sampler="ddim", sampler_steps=n_steps), model.basis,
-                 subjects=model.subjects)
+def with_steps(model: Talker, n_steps: int, guidance: float | None = None) -> Talker:
+    """The same weights with another default DDIM grid in the config (what a student is), and
+    another default guidance scale if given."""
+    changes: dict[str, Any] = {"sampler": "ddim", "sampler_steps": n_steps}
+    if guidance is not None:
+        changes["guidance"] = guidance
+    out = Talker(model.config.replace(**changes), model.basis, subjects=model.subjects)
     out.load_state_dict(model.state_dict())
     return out
 
@@ -128,8 +146,9 @@ def with_steps(model: Talker, n_steps: int) -> Talker:
 def distill(teacher_ckpt: str | Path, dataset: Any, out_dir: str | Path, steps: int = 8,
             config: DistillConfig | None = None, seed: int = 0, progress: bool = True) -> Path:
     """Halve the teacher's grid from ``config.start_steps`` down to ``steps``; returns the path
-    of the final student. Each student's validation LVE is logged next to plain DDIM at its
-    step count with the original teacher (distillation must beat it, DESIGN §2)."""
+    of the final student (guidance 1 whatever the teacher's, see the module docstring). Each
+    student's validation LVE is logged next to plain DDIM at its step count with the original
+    teacher at the distillation's guidance (distillation must beat it, DESIGN §2)."""
     config = config or DistillConfig()
     if steps >= config.start_steps:
         raise ValueError(f"steps ({steps}) must be below start_steps ({config.start_steps}): "
@@ -143,21 +162,30 @@ def distill(teacher_ckpt: str | Path, dataset: Any, out_dir: str | Path, steps: 
     original = Talker.from_checkpoint(teacher_ckpt)
     if original.is_regression:
         raise ModelError(f"{teacher_ckpt} is a regression model: there is no sampler to distill")
+    guidance = original.config.guidance if config.guidance is None else float(config.guidance)
+    if not math.isfinite(guidance) or guidance < 0:
+        raise ValueError(f"guidance must be a finite number >= 0, got {guidance}")
+    config = dataclasses.replace(config, guidance=guidance)  # recorded as used
+    if guidance != 1.0 and original.config.loss.audio_dropout == 0:
+        log.warning("%s was trained without audio dropout: its null-audio prediction, which "
+                    "guidance %g extrapolates from, was never trained", teacher_ckpt, guidance)
     loop, identities = config.loop, original.config.identities
     clips = load_clips(dataset, loop.train_split, identities)
     val = load_clips(dataset, loop.val_split, identities)
     sampler = WindowSampler(clips, loop.window_frames, original.config.features,
                             original.receptive_field, loop.p_window_at_start, loop.augment)
     teacher, n, path = with_steps(original, config.start_steps), config.start_steps, Path()
+    teacher_guidance = guidance  # the first round's; later teachers are guided students
     while n > steps:
         n //= 2
-        student = with_steps(teacher, n)
+        student = with_steps(teacher, n, guidance=1.0)
         _round(student, teacher, lambda: sampler.batch(loop.batch_size, rng), n, config, gen,
-               out, progress)
+               out, progress, teacher_guidance)
+        teacher_guidance = 1.0
         record: dict[str, Any] = {"round_steps": n}
         if val:
             record["student"] = evaluate_talker(student, val, n, max_clips=loop.val_utterances)
-            record["teacher_ddim"] = evaluate_talker(original, val, n,
+            record["teacher_ddim"] = evaluate_talker(original, val, n, guidance=guidance,
                                                      max_clips=loop.val_utterances)
         append_log(out, record)
         path = student.save(out / f"student_{n}.safetensors",
@@ -168,13 +196,16 @@ def distill(teacher_ckpt: str | Path, dataset: Any, out_dir: str | Path, steps: 
 
 
 def _round(student: Talker, teacher: Talker, batches: Callable[[], TrainBatch], n: int,
-           config: DistillConfig, gen: torch.Generator, out: Path, progress: bool) -> None:
-    """One halving round: ``config.iters_per_round`` steps of the student on ``distill_loss``."""
+           config: DistillConfig, gen: torch.Generator, out: Path, progress: bool,
+           guidance: float) -> None:
+    """One halving round: ``config.iters_per_round`` steps of the student on ``distill_loss``
+    with the teacher at ``guidance``."""
     teacher.eval()
     teacher.requires_grad_(False)
     loop = config.loop
     for _ in optimise(student, optimizer(student, loop),
-                      lambda batch: distill_loss(student, teacher, batch, n, gen, config.gt_weight),
+                      lambda batch: distill_loss(student, teacher, batch, n, gen, config.gt_weight,
+                                                 guidance),
                       batches, warmup_constant(loop.lr, loop.warmup_steps), loop, out,
                       range(config.iters_per_round), progress, tags={"round_steps": n}):
         pass  # nothing between steps: a round is evaluated once, at its end (distill)

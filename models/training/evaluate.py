@@ -4,9 +4,11 @@ For a checkpoint (usually the distilled student) and optionally its teacher, on 
 ``test`` utterances (training talkers), ``heldout_talker`` (unseen talkers), and where the corpus
 has them ``heldout_voice`` (known talkers, unseen espeak voices) and ``heldout_synth`` (known
 talkers, a synthesiser never trained on: the stand-in for real voices):
-- LVE / FDD / MVE of the checkpoint at its own steps, of the teacher at all its training steps
-  (DDPM, the many-step reference), of the teacher under plain DDIM at each step count asked, and
-  of a deterministic regression baseline (same network, no diffusion) when one is given;
+- LVE / FDD / MVE of the checkpoint at its own steps and guidance, of the teacher at all its
+  training steps (DDPM, the many-step reference), of the teacher under plain DDIM at each step
+  count asked (``teacher_ddim{steps}``, at the teacher's own guidance, and
+  ``teacher_ddim{steps}_g{G}`` at each classifier-free guidance scale G asked), and of a
+  deterministic regression baseline (same network, no diffusion) when one is given;
 - personalisation: LVE with the true identity, the mean identity and a wrong one (the next
   training talker in bank order);
 - diversity of each row: mean per-vertex distance between samples of the same audio and identity
@@ -44,6 +46,7 @@ SPLITS = ("test", "heldout_talker", "heldout_voice", "heldout_synth")  # evaluat
 class EvalConfig:
     max_utterances: int = 40  # per split: the table is about trends, generation is not free
     steps: tuple[int, ...] = ()  # teacher DDIM step counts; () = (the checkpoint's steps,)
+    guidance: tuple[float, ...] = ()  # more teacher DDIM rows, at these guidance scales
     teacher: str | None = None  # teacher checkpoint for the all-steps and DDIM rows
     baseline: str | None = None  # regression checkpoint (``talker train --objective regression``)
     seed: int = 0
@@ -65,13 +68,14 @@ def identity_accuracy(talker: Talker, clips: list[Clip]) -> dict[str, Any]:
 
 
 def sample_diversity(talker: Talker, clips: list[Clip], steps: int | None, sampler: str | None,
-                     config: EvalConfig) -> float:
+                     config: EvalConfig, guidance: float | None = None) -> float:
     """Mean over utterances of ``metrics.diversity`` between seeds (own identity), in metres."""
     values = []
     for clip in clips[: config.diversity_utterances]:
         ident = clip.talker if clip.talker in talker.identities else None
         samples = [talker.basis.decode(talker.generate(clip.audio, ident, steps=steps,
-                                                       seed=config.seed + k, sampler=sampler),
+                                                       seed=config.seed + k, sampler=sampler,
+                                                       guidance=guidance),
                                        clip.template)
                    for k in range(config.diversity_seeds)]
         values.append(diversity(samples))
@@ -79,17 +83,17 @@ def sample_diversity(talker: Talker, clips: list[Clip], steps: int | None, sampl
 
 
 def window_time_ms(talker: Talker, steps: int | None, sampler: str | None,
-                   repeats: int) -> dict[str, float]:
+                   repeats: int, guidance: float | None = None) -> dict[str, float]:
     """Generate one 1-s window (30 frames) on one thread: p50/p95 milliseconds."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         audio = np.random.default_rng(0).standard_normal(16000).astype(np.float32) * 0.1
-        talker.generate(audio, None, steps=steps, sampler=sampler)  # warm-up
+        talker.generate(audio, None, steps=steps, sampler=sampler, guidance=guidance)  # warm-up
         times = []
         for _ in range(repeats):
             start = time.perf_counter()
-            talker.generate(audio, None, steps=steps, sampler=sampler)
+            talker.generate(audio, None, steps=steps, sampler=sampler, guidance=guidance)
             times.append((time.perf_counter() - start) * 1000)
     finally:
         torch.set_num_threads(threads)
@@ -105,6 +109,8 @@ def evaluate_checkpoint(path: Path, dataset: Any, config: EvalConfig = EvalConfi
     if baseline is not None and not baseline.is_regression:  # fail before the long work
         raise ModelError(f"{config.baseline} is not a regression checkpoint "
                          "(train it with --objective regression)")
+    if config.guidance and not config.teacher:
+        raise ModelError("guidance rows are teacher rows: give a teacher checkpoint too")
     ids = tuple(model.identities)
     splits = {name: load_clips(dataset, name, ids)[: config.max_utterances] for name in SPLITS}
     splits = {k: v for k, v in splits.items() if v or k == "test"}
@@ -118,12 +124,12 @@ def evaluate_checkpoint(path: Path, dataset: Any, config: EvalConfig = EvalConfi
     spread: dict[str, float] = {}
 
     def row(key: str, talker: Talker, steps: int | None, sampler: str | None,
-            repeats: int) -> None:
+            repeats: int, guidance: float | None = None) -> None:
         rows[key] = {s: evaluate_talker(talker, clips, steps, config.seed, sampler=sampler,
-                                        lip_pair=pair)
+                                        lip_pair=pair, guidance=guidance)
                      for s, clips in splits.items() if clips}
-        timing[key] = window_time_ms(talker, steps, sampler, repeats)
-        spread[key] = sample_diversity(talker, spread_clips, steps, sampler, config)
+        timing[key] = window_time_ms(talker, steps, sampler, repeats, guidance)
+        spread[key] = sample_diversity(talker, spread_clips, steps, sampler, config, guidance)
 
     label = f"checkpoint_{model.config.sampler}{own_steps}"
     row(label, model, None, None, config.timing_repeats)
@@ -133,6 +139,9 @@ def evaluate_checkpoint(path: Path, dataset: Any, config: EvalConfig = EvalConfi
         row(f"teacher_ddpm{n_train}", teacher, n_train, "ddpm", 2)
         for steps in config.steps or (own_steps,):
             row(f"teacher_ddim{steps}", teacher, steps, "ddim", config.timing_repeats)
+            for g in config.guidance:
+                row(f"teacher_ddim{steps}_g{g:g}", teacher, steps, "ddim",
+                    config.timing_repeats, g)
     if baseline is not None:
         row("regression", baseline, None, None, config.timing_repeats)
     test = splits["test"]
@@ -148,6 +157,7 @@ def evaluate_checkpoint(path: Path, dataset: Any, config: EvalConfig = EvalConfi
                         if "articulation" in r}
     results = {
         "checkpoint": str(path),
+        "checkpoint_guidance": model.config.guidance,
         "config": asdict(config),
         "rows": rows,
         "personalisation_lve": personal,

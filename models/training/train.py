@@ -27,7 +27,7 @@ from models.data.windows import Clip, WindowSampler, coeff_stats, load_clips
 from models.net.audio_encoder import AudioEncoderConfig
 from models.net.denoiser import DenoiserConfig
 from models.net.identity import IdentityConfig
-from models.net.talker import ModelSize, Talker, TalkerConfig
+from models.net.talker import LossConfig, ModelSize, Talker, TalkerConfig
 from models.training.articulation import LipTrack, articulation, lip_gap
 from models.training.loop import (
     LoopConfig,
@@ -52,6 +52,7 @@ class TrainConfig:
     val_every: int = 2000
     checkpoint_every: int = 1000
     objective: str = "diffusion"  # or "regression": the deterministic baseline (same network)
+    loss: LossConfig = field(default_factory=LossConfig)  # term weights and condition dropout
 
     @staticmethod
     def preset(name: str) -> TrainConfig:
@@ -78,11 +79,12 @@ class TrainConfig:
 def evaluate_talker(talker: Talker, clips: list[Clip], steps: int | None = None, seed: int = 0,
                     max_clips: int | None = None, identity: str | None = "own",
                     sampler: str | None = None, lip_pair: tuple[int, int] | None = None,
-                    ) -> dict[str, Any]:
+                    guidance: float | None = None) -> dict[str, Any]:
     """LVE/FDD/MVE of ``talker.generate`` on clips. identity: "own" (each clip's talker; unknown
     talkers get the mean), "wrong" (the next training talker in bank order), "mean"/None, or a
-    name used for every clip. With ``lip_pair`` (the lip centre vertices) and clips that carry
-    phones, also the ``articulation`` block (``models.training.articulation``)."""
+    name used for every clip. ``guidance``: the sampling's guidance scale (None: the talker's
+    own). With ``lip_pair`` (the lip centre vertices) and clips that carry phones, also the
+    ``articulation`` block (``models.training.articulation``)."""
     preds, gts, templates = [], [], []
     names = talker.identities
     for clip in clips[:max_clips]:
@@ -93,7 +95,8 @@ def evaluate_talker(talker: Talker, clips: list[Clip], steps: int | None = None,
             ident = names[(names.index(clip.talker) + 1) % len(names)] if known else None
         else:
             ident = None if identity == "mean" else identity
-        c = talker.generate(clip.audio, ident, steps=steps, seed=seed, sampler=sampler)
+        c = talker.generate(clip.audio, ident, steps=steps, seed=seed, sampler=sampler,
+                            guidance=guidance)
         n = min(len(c), len(clip.coeffs))
         # The motion goes on the clip's own subject: metrics compare faces, not templates.
         preds.append(talker.basis.decode(c[:n], clip.template))
@@ -139,7 +142,8 @@ def train(dataset: Any, config: TrainConfig, out_dir: str | Path, seed: int = 0,
     val = load_clips(dataset, loop.val_split, identities)
     mean, std = coeff_stats(clips)
     cfg = TalkerConfig.build(config.model, dataset.basis.names, identities,
-                             sampler_steps=config.sampler_steps, objective=config.objective)
+                             sampler_steps=config.sampler_steps, objective=config.objective,
+                             loss=config.loss)
     model = Talker(cfg, dataset.basis, mean, std, subjects=_subjects(dataset, identities))
     opt = optimizer(model, loop)
     start, best = 0, math.inf

@@ -33,13 +33,13 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     talker("corpus", "--out", str(root / "corpus"), "--talkers", "3", "--utterances", "4",
            "--seed", "3", "--quiet")
     talker("train", "--data", str(root / "corpus"), "--out", str(root / "teacher"),
-           "--preset", "tiny", "--seed", "0", "--quiet")
+           "--preset", "tiny", "--seed", "0", "--audio-dropout", "0.2", "--quiet")
     talker("train", "--data", str(root / "corpus"), "--out", str(root / "regression"),
            "--preset", "tiny", "--seed", "0", "--objective", "regression", "--threads", "1",
            "--quiet")
     talker("distill", "--teacher", str(root / "teacher" / "talker.safetensors"), "--data",
            str(root / "corpus"), "--out", str(root / "student"), "--steps", "2", "--preset",
-           "tiny", "--quiet")
+           "tiny", "--guidance", "2", "--quiet")
     return root
 
 
@@ -53,15 +53,20 @@ def test_train_distill_eval_animate(tiny_run: Path, tmp_path: Path) -> None:
     assert student.is_file()
     out = tmp_path / "eval.json"
     talker("eval", "--checkpoint", str(student), "--teacher",
-           str(tiny_run / "teacher" / "talker.safetensors"), "--steps", "2", "--baseline",
+           str(tiny_run / "teacher" / "talker.safetensors"), "--steps", "2", "--guidance", "2",
+           "--baseline",
            str(tiny_run / "regression" / "talker.safetensors"), "--data",
            str(tiny_run / "corpus"), "--json", str(out), "--max-utterances", "2")
     results = json.loads(out.read_text())
     for row in results["rows"].values():
         for metrics in row.values():
             assert metrics["lve"] > 0 and "lip (" in metrics["masks"]["lip"]
-    assert {"teacher_ddpm500", "teacher_ddim2", "checkpoint_ddim2", "regression"} <= \
-        set(results["rows"])
+    assert {"teacher_ddpm500", "teacher_ddim2", "teacher_ddim2_g2", "checkpoint_ddim2",
+            "regression"} <= set(results["rows"])
+    # guided teacher -> unguided student (one pass per step); the scale it learnt is recorded
+    assert results["checkpoint_guidance"] == 1.0 and results["config"]["guidance"] == [2.0]
+    assert Talker.from_checkpoint(tiny_run / "teacher" / "talker.safetensors").config.loss \
+        .audio_dropout == 0.2
     assert results["window_1s_cpu_ms"]["regression"]["p50"] > 0
     spread = results["diversity_m"]  # different seeds: samplers differ, regression cannot
     assert spread["regression"] == 0.0 and spread["teacher_ddpm500"] > 0
@@ -83,10 +88,13 @@ def test_train_distill_eval_animate(tiny_run: Path, tmp_path: Path) -> None:
     wrong = talker("eval", "--checkpoint", str(student), "--baseline", str(student), "--data",
                    str(tiny_run / "corpus"), "--json", str(tmp_path / "x.json"), check=False)
     assert wrong.returncode == 2 and "is not a regression checkpoint" in wrong.stderr
+    unguided = talker("eval", "--checkpoint", str(student), "--guidance", "2", "--data",
+                      str(tiny_run / "corpus"), "--json", str(tmp_path / "x.json"), check=False)
+    assert unguided.returncode == 2 and "--guidance adds teacher rows" in unguided.stderr
     wav = speech_wav(tmp_path / "s.wav")
     npz = tmp_path / "motion.npz"
     talker("animate", str(wav), "--out", str(npz), "--checkpoint", str(student),
-           "--identity", "auto")
+           "--identity", "auto", "--guidance", "1.5")
     with np.load(npz) as z:
         rate, audio = wavfile.read(wav)
         frames = int(np.ceil(len(audio) / rate * 30))
@@ -110,6 +118,20 @@ def test_cli_errors_are_one_clear_line(tmp_path: Path) -> None:
     result = talker("train", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "r"),
                     check=False)
     assert result.returncode == 2 and "talker corpus --out" in result.stderr
+
+
+def test_the_look_ahead_is_trained_and_declared_by_the_checkpoint(tiny_run: Path,
+                                                                   tmp_path: Path) -> None:
+    """--lookahead-frames sets how much future audio the model hears; its contract says so."""
+    shipped_like = Talker.from_checkpoint(tiny_run / "teacher" / "talker.safetensors")
+    talker("train", "--data", str(tiny_run / "corpus"), "--out", str(tmp_path / "la1"),
+           "--preset", "tiny", "--steps", "2", "--lookahead-frames", "1", "--quiet")
+    short = Talker.from_checkpoint(tmp_path / "la1" / "talker.safetensors")
+    assert short.receptive_field[1] == 1 and shipped_like.receptive_field[1] == 3
+    assert short.contract.lookahead_s < shipped_like.contract.lookahead_s - 0.06
+    result = talker("train", "--data", str(tiny_run / "corpus"), "--out", str(tmp_path / "x"),
+                    "--preset", "tiny", "--lookahead-frames", "99", check=False)
+    assert result.returncode == 2 and "exceeds the encoder's reach" in result.stderr
 
 
 def _lip_gap(vertices: np.ndarray) -> np.ndarray:

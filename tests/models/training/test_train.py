@@ -1,6 +1,7 @@
 """Training and distillation on the toy corpus with the tiny presets."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -9,8 +10,9 @@ import torch
 from models.data.toy import toy_dataset
 from models.data.windows import WindowSampler, load_clips
 from models.errors import ModelError
+from models.net.checkpoint import load_checkpoint
 from models.net.features import FeatureConfig
-from models.net.talker import Talker
+from models.net.talker import LossConfig, Talker
 from models.training.distill import DistillConfig, distill, distill_loss, with_steps
 from models.training.train import TrainConfig, train
 
@@ -143,3 +145,52 @@ def test_anchored_distillation_adds_the_data_term(tmp_path):
     torch.testing.assert_close(anchored["loss"], pure["loss"] + 0.5 * anchored["gt_loss"])
     # the teacher-target terms are untouched by the anchoring
     torch.testing.assert_close(anchored["rec"], pure["rec"])
+
+
+def test_guided_distillation_of_an_audio_dropout_teacher(tmp_path):
+    """Classifier-free guidance end to end: a teacher trained with audio dropout lowers its loss;
+    a student distilled from it at guidance 2 records that scale, samples unguided (config
+    guidance 1) and calls the denoiser once per step with its own batch, not the doubled one."""
+    data = toy_dataset(n_talkers=2, n_utterances=3, seconds=1.5)
+    tiny = TrainConfig.preset("tiny")
+    cfg = tiny.__class__(**{**tiny.__dict__, "loss": LossConfig(audio_dropout=0.3),
+                            "val_every": 1000})
+    teacher = train(data, cfg, tmp_path / "t", seed=0, progress=False)
+    losses = _losses(tmp_path / "t")
+    assert losses[-1] < 0.7 * losses[0]
+    assert Talker.from_checkpoint(teacher).config.loss.audio_dropout == 0.3
+    path = distill(teacher, data, tmp_path / "s", steps=2,
+                   config=replace(DistillConfig.preset("tiny"), guidance=2.0), progress=False)
+    student = Talker.from_checkpoint(path)
+    assert student.config.guidance == 1.0 and student.config.sampler_steps == 2
+    assert json.loads(load_checkpoint(path)[2]["distill_config"])["guidance"] == 2.0
+    sizes = []
+    student.denoiser.register_forward_hook(lambda m, args, out: sizes.append(args[0].shape[0]))
+    states = [student.new_stream(s) for s in range(3)]
+    for st in states:
+        student.push_audio(st, data.utterances("val")[0].audio)
+        student.flush(st)
+    student.stream_step(states, 5)
+    assert sizes == [3, 3]
+    # an unguided distillation records the teacher's own scale
+    plain = distill(teacher, data, tmp_path / "p", steps=4, config=DistillConfig.preset("tiny"),
+                    progress=False)
+    assert json.loads(load_checkpoint(plain)[2]["distill_config"])["guidance"] == 1.0
+
+
+def test_guided_teacher_targets_differ(tmp_path):
+    data = toy_dataset(n_talkers=2, n_utterances=2, seconds=1.0)
+    teacher = Talker.from_checkpoint(train(data, TrainConfig.preset("tiny").__class__(
+        **{**TrainConfig.preset("tiny").__dict__, "n_steps": 10, "val_every": 1000}),
+        tmp_path / "teacher", progress=False))
+    clips = load_clips(data, "train", tuple(teacher.identities))
+    batch = WindowSampler(clips, 24, teacher.config.features, teacher.receptive_field,
+                          p_start=0.5).batch(4, np.random.default_rng(0))
+
+    def terms(g):
+        return distill_loss(with_steps(teacher, 2), with_steps(teacher, 4), batch, 2,
+                            torch.Generator().manual_seed(1), guidance=g)
+
+    one, again, two = terms(1.0), terms(1.0), terms(2.0)
+    torch.testing.assert_close(one["loss"], again["loss"], rtol=0, atol=0)
+    assert not torch.allclose(one["loss"], two["loss"])
