@@ -173,13 +173,14 @@ def _add_distill(sub: argparse._SubParsersAction) -> None:
 def _cmd_eval(args: argparse.Namespace) -> int:
     import json
 
-    from models.training.evaluate import EvalConfig, evaluate_checkpoint
+    from models.training.evaluate import SPLITS, EvalConfig, evaluate_checkpoint
 
     if args.guidance and not args.teacher:
         raise ConfigError("--guidance adds teacher rows: give --teacher too")
     config = EvalConfig(max_utterances=args.max_utterances, steps=tuple(args.steps or ()),
                         guidance=tuple(args.guidance or ()), teacher=args.teacher,
-                        baseline=args.baseline, seed=args.seed)
+                        baseline=args.baseline, seed=args.seed, ddpm=not args.no_ddpm,
+                        splits=args.splits or SPLITS)
     results = evaluate_checkpoint(Path(args.checkpoint), _load_dataset(args.data), config)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(results, indent=1))
@@ -201,5 +202,10 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
                    help="also evaluate the teacher's DDIM rows with classifier-free guidance G "
                         "(rows teacher_ddim{steps}_g{G}; repeatable)")
     p.add_argument("--max-utterances", type=positive_int, default=40)
+    p.add_argument("--no-ddpm", action="store_true",
+                   help="skip the teacher's all-steps DDPM row (the slow one)")
+    p.add_argument("--splits", type=name_list, metavar="A,B",
+                   help="splits to evaluate (default: test, heldout_talker, heldout_voice, "
+                        "heldout_synth, those the corpus has; test always)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_eval)

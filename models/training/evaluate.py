@@ -53,6 +53,8 @@ class EvalConfig:
     timing_repeats: int = 10
     diversity_utterances: int = 8  # test utterances, each sampled with ``diversity_seeds``
     diversity_seeds: int = 3
+    ddpm: bool = True  # the teacher's all-steps ancestral row (slow: every training step)
+    splits: tuple[str, ...] = SPLITS  # those the corpus has are evaluated; "test" always
 
 
 def identity_accuracy(talker: Talker, clips: list[Clip]) -> dict[str, Any]:
@@ -112,11 +114,12 @@ def evaluate_checkpoint(path: Path, dataset: Any, config: EvalConfig = EvalConfi
     if config.guidance and not config.teacher:
         raise ModelError("guidance rows are teacher rows: give a teacher checkpoint too")
     ids = tuple(model.identities)
-    splits = {name: load_clips(dataset, name, ids)[: config.max_utterances] for name in SPLITS}
+    splits = {name: load_clips(dataset, name, ids)[: config.max_utterances]
+              for name in dict.fromkeys(("test", *config.splits))}
     splits = {k: v for k, v in splits.items() if v or k == "test"}
     pair = getattr(dataset, "lip_pair", None)
-    # diversity on test utterances (a tiny corpus may have none: then the held-out talkers')
-    spread_split = "test" if splits["test"] else "heldout_talker"
+    # diversity on test utterances (a tiny corpus may have none: then the next split's)
+    spread_split = next((k for k, v in splits.items() if v), "test")
     spread_clips = splits[spread_split]
     own_steps = model.config.sampler_steps
     rows: dict[str, dict[str, Any]] = {}
@@ -136,7 +139,8 @@ def evaluate_checkpoint(path: Path, dataset: Any, config: EvalConfig = EvalConfi
     if config.teacher:
         teacher = Talker.from_checkpoint(Path(config.teacher))
         n_train = teacher.config.schedule.n_train_steps
-        row(f"teacher_ddpm{n_train}", teacher, n_train, "ddpm", 2)
+        if config.ddpm:
+            row(f"teacher_ddpm{n_train}", teacher, n_train, "ddpm", 2)
         for steps in config.steps or (own_steps,):
             row(f"teacher_ddim{steps}", teacher, steps, "ddim", config.timing_repeats)
             for g in config.guidance:

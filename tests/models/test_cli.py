@@ -91,6 +91,14 @@ def test_train_distill_eval_animate(tiny_run: Path, tmp_path: Path) -> None:
     unguided = talker("eval", "--checkpoint", str(student), "--guidance", "2", "--data",
                       str(tiny_run / "corpus"), "--json", str(tmp_path / "x.json"), check=False)
     assert unguided.returncode == 2 and "--guidance adds teacher rows" in unguided.stderr
+    quick = tmp_path / "quick.json"  # the fast comparison: no DDPM row, chosen splits only
+    talker("eval", "--checkpoint", str(student), "--teacher",
+           str(tiny_run / "teacher" / "talker.safetensors"), "--steps", "2", "--no-ddpm",
+           "--splits", "heldout_voice", "--data", str(tiny_run / "corpus"), "--json", str(quick),
+           "--max-utterances", "1")
+    rows = json.loads(quick.read_text())["rows"]
+    assert set(rows) == {"checkpoint_ddim2", "teacher_ddim2"}
+    assert set(rows["teacher_ddim2"]) <= {"test", "heldout_voice"}
     wav = speech_wav(tmp_path / "s.wav")
     npz = tmp_path / "motion.npz"
     talker("animate", str(wav), "--out", str(npz), "--checkpoint", str(student),
