@@ -14,7 +14,7 @@ from pathlib import Path
 
 from models.errors import ConfigError
 from realtime.admission import AdmissionConfig
-from talker.args import guidance_scale, positive_int
+from talker.args import non_negative_float, positive_int
 
 __all__ = ["TOKEN_ENV", "add_commands", "load_model", "serve_token"]
 
@@ -281,7 +281,7 @@ def _add_animate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", help="model (default: the shipped model)")
     p.add_argument("--identity", help="talking style name, or 'auto' (default: mean style)")
     p.add_argument("--steps", type=positive_int, help="sampling steps (default: the model's)")
-    p.add_argument("--guidance", type=guidance_scale, metavar="G",
+    p.add_argument("--guidance", type=non_negative_float, metavar="G",
                    help="classifier-free guidance scale on the audio (default: the model's)")
     p.add_argument("--subject",
                    help="put the motion on this training subject's own face (models trained on "

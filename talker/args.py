@@ -28,11 +28,11 @@ def name_list(text: str) -> tuple[str, ...]:
     return names
 
 
-def guidance_scale(text: str) -> float:
-    """A classifier-free guidance scale: a finite number >= 0 (1 = unguided)."""
+def non_negative_float(text: str) -> float:
+    """A finite number >= 0 (a guidance scale, a loss weight)."""
     value = float(text)
     if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"expected a guidance scale >= 0, got {text}")
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text}")
     return value
 
 

@@ -44,7 +44,7 @@ from models.net.features import (
     frame_features,
 )
 from models.net.identity import IdentityConfig, IdentityModel
-from models.net.losses import VertexGram, motion_losses
+from models.net.losses import LipGap, VertexGram, motion_losses
 from models.sampling import (
     ScheduleConfig,
     Steps,
@@ -86,6 +86,10 @@ class LossConfig:
     # Train with the null audio (zeros, see Talker.null_audio) sometimes: the unconditional
     # model that classifier-free guidance extrapolates away from. 0: no draw, runs unchanged.
     audio_dropout: float = 0.0
+    # Lip-gap loss (``losses.lip_gap_loss``, mm^2): the opening between the lip centres, frames
+    # where the truth's lips touch weighted 1 + gap_closed_boost. 0: off (needs an ARKit basis).
+    gap: float = 0.0
+    gap_closed_boost: float = 4.0
 
 
 @dataclass(frozen=True)
@@ -217,6 +221,7 @@ class Talker(nn.Module):
         self.register_buffer("coeff_std", torch.as_tensor(std, dtype=torch.float32).clone())
         self.gram = VertexGram(torch.tensor(self.basis.vectors),  # a copy: bases may be read-only
                                torch.tensor(self.basis.masks["lip"]))
+        self.lip_gap = _lip_gap(basis) if config.loss.gap > 0 else None
         self.alpha_bar = cosine_alpha_bar(config.schedule)  # (T,) float64, derived, not saved
 
     # -- small helpers
@@ -314,7 +319,8 @@ class Talker(nn.Module):
     def motion_loss(self, pred: torch.Tensor, target: torch.Tensor,
                     mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Vertex-space losses of normalised predictions and targets (B, T, K)."""
-        return motion_losses(self.denormalize(pred), self.denormalize(target), self.gram, mask)
+        return motion_losses(self.denormalize(pred), self.denormalize(target), self.gram, mask,
+                             self.lip_gap, self.config.loss.gap_closed_boost)
 
     def loss(self, batch: TrainBatch, generator: torch.Generator | None = None,
              t: torch.Tensor | None = None, noise: torch.Tensor | None = None,
@@ -348,6 +354,8 @@ class Talker(nn.Module):
         terms["contrastive"] = self.identity.contrastive_loss(audio, batch.talker, batch.mask)
         terms["loss"] = (w.rec * terms["rec"] + w.lip * terms["lip"] + w.vel * terms["vel"]
                          + w.contrastive * terms["contrastive"])
+        if "gap" in terms:
+            terms["loss"] = terms["loss"] + w.gap * terms["gap"]
         return terms
 
     # -- identities
@@ -599,6 +607,18 @@ class Talker(nn.Module):
                            "receptive_field": self.receptive_field,
                            "sampler": self.config.sampler, "steps": self.config.sampler_steps,
                            "guidance": self.config.guidance})
+
+
+def _lip_gap(basis: MotionBasis) -> LipGap:
+    """The lip-gap loss's linear map, from the lip centres the ARKit shapes define."""
+    from models.face.rig import find_mouth_open_pair
+
+    try:
+        pair = find_mouth_open_pair(basis.template, basis.vectors, basis.names)
+    except (KeyError, UserError) as e:
+        raise ModelError(f"the lip-gap loss needs an ARKit basis with mouthUpperUp*/"
+                         f"mouthLowerDown* ({basis.kind} basis: {e})") from None
+    return LipGap(torch.tensor(basis.vectors), torch.tensor(basis.template), pair)
 
 
 def _faces(tensors: dict[str, torch.Tensor], path: str | Path) -> np.ndarray:

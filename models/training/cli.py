@@ -9,7 +9,13 @@ import argparse
 from pathlib import Path
 
 from models.errors import ConfigError
-from talker.args import guidance_scale, name_list, non_negative_int, positive_int, probability
+from talker.args import (
+    name_list,
+    non_negative_float,
+    non_negative_int,
+    positive_int,
+    probability,
+)
 
 __all__ = ["add_commands"]
 
@@ -29,7 +35,7 @@ def _cmd_corpus(args: argparse.Namespace) -> int:
         raise ConfigError("--festival-voices needs --heldout-synth N (N > 0)")
     config = CorpusConfig(talkers=args.talkers, utterances=args.utterances, seed=args.seed,
                           heldout_synth_utterances=args.heldout_synth,
-                          festival_voices=tuple(args.festival_voices))
+                          festival_voices=tuple(args.festival_voices), voices=args.voices)
     generate_corpus(config, Path(args.out), workers=args.workers, progress=not args.quiet)
     print(f"corpus written to {args.out}")
     return 0
@@ -48,6 +54,9 @@ def _add_corpus(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="output folder (VOCASET layout); required to generate")
     p.add_argument("--talkers", type=positive_int, default=16)
     p.add_argument("--utterances", type=positive_int, default=120, help="per talker")
+    p.add_argument("--voices", type=positive_int, metavar="N",
+                   help="espeak voices the training talkers share (default: 3/8 of them, "
+                        "rounded up); more voices, wider range of voices heard in training")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--heldout-synth", type=non_negative_int, default=0, metavar="N",
                    help="per training talker, N more utterances spoken by Festival (the "
@@ -96,6 +105,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         config = replace(config, n_steps=args.steps)
     if args.audio_dropout is not None:
         config = replace(config, loss=replace(config.loss, audio_dropout=args.audio_dropout))
+    if args.gap_loss is not None:
+        config = replace(config, loss=replace(config.loss, gap=args.gap_loss))
     if args.lookahead_frames is not None:
         encoder = replace(config.model.encoder, lookahead_frames=args.lookahead_frames)
         if encoder.lookahead_frames > encoder.context_frames:
@@ -120,6 +131,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--audio-dropout", type=probability, metavar="P",
                    help="train with the null audio for this fraction of windows (default 0): "
                         "what classifier-free guidance (distill/eval --guidance) needs")
+    p.add_argument("--gap-loss", type=non_negative_float, metavar="W",
+                   help="weight of the lip-gap loss (mm^2; frames where the truth's lips touch "
+                        "count 5x): against damped openings and missed p/b/m (default 0)")
     p.add_argument("--lookahead-frames", type=non_negative_int, metavar="N",
                    help="motion frames of future audio the encoder hears (default 3 = 100 ms): "
                         "the model's look-ahead, part of every stream's latency")
@@ -160,7 +174,7 @@ def _add_distill(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--start-steps", type=positive_int,
                    help="the teacher's grid to halve from (default 64); e.g. 8 with a student_8 "
                         "as --teacher continues to 4 and 2 steps")
-    p.add_argument("--guidance", type=guidance_scale, metavar="G",
+    p.add_argument("--guidance", type=non_negative_float, metavar="G",
                    help="the teacher's targets with classifier-free guidance G on the audio "
                         "(default: the teacher's own, 1); the student samples unguided, one "
                         "pass per step (teacher trained with --audio-dropout)")
@@ -198,7 +212,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--baseline", help="regression checkpoint (train --objective regression)")
     p.add_argument("--steps", type=positive_int, action="append",
                    help="DDIM step counts to evaluate the teacher at (repeatable)")
-    p.add_argument("--guidance", type=guidance_scale, action="append", metavar="G",
+    p.add_argument("--guidance", type=non_negative_float, action="append", metavar="G",
                    help="also evaluate the teacher's DDIM rows with classifier-free guidance G "
                         "(rows teacher_ddim{steps}_g{G}; repeatable)")
     p.add_argument("--max-utterances", type=positive_int, default=40)

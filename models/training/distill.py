@@ -123,7 +123,7 @@ def distill_loss(student: Talker, teacher: Talker, batch: TrainBatch, n_student:
     w = student.config.loss
 
     def total(t: dict[str, torch.Tensor]) -> torch.Tensor:
-        return w.rec * t["rec"] + w.lip * t["lip"] + w.vel * t["vel"]
+        return w.rec * t["rec"] + w.lip * t["lip"] + w.vel * t["vel"] + w.gap * t.get("gap", 0.0)
 
     terms["loss"] = total(terms)
     if gt_weight > 0:
