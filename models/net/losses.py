@@ -48,7 +48,8 @@ class LipGap(nn.Module):
         return self.rest + coeffs @ self.direction
 
 
-CONTACT_M = 1e-3  # as models.training.articulation: lips within 1 mm touch
+CONTACT_M = 1e-3  # lips "touch" at or below 1 mm between the lip centre vertices (also the
+#                   articulation metrics' closure, models.training.articulation)
 
 
 def lip_gap_loss(pred: torch.Tensor, target: torch.Tensor, gap: LipGap,

@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 
 from models.corpus.phonemes import Phone, is_vowel, visemes_of
+from models.net.losses import CONTACT_M  # the lip-gap loss's contact, so both mean the same
 
-CONTACT_M = 1e-3  # lips "touch" at or below 1 mm between the lip centre vertices
 MAX_LAG_FRAMES = 10  # cross-correlation search range, +-333 ms at 30 fps
 
 
