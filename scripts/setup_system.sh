@@ -5,8 +5,9 @@ set -euo pipefail
 
 # festival + festvox-*: the corpus's heldout_synth split (models/corpus/festival.py); these three
 # are Debian's English voices.
+# flite (with libflite1): the corpus's second training engine (models/corpus/flite.py).
 want=(espeak-ng libespeak-ng1 libportaudio2 libasound2 sox python3-venv python3-dev
-      festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts)
+      festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts flite)
 if [[ "${1:-}" == "--test" ]]; then
     want+=(chromium fonts-dejavu-core alsa-utils)
 fi

@@ -21,8 +21,11 @@ unseen voices with which each training talker speaks its last ``heldout_voice_ut
 utterances (known style, unknown voice). Held-out synthesiser utterances (``heldout_synth``,
 ``heldout_synth_utterances`` per training talker, on top of its ``utterances``) are spoken by
 Festival (``models.corpus.festival``), an engine the model never trains on, and animated in the
-talker's style from Festival's own phone timings: the stand-in for real voices. A corpus without
-them is byte for byte the corpus this module wrote before the split existed.
+talker's style from Festival's own phone timings: the stand-in for real voices. Flite training
+utterances (``train_synth_utterances`` per training talker, after those) are spoken by Flite
+(``models.corpus.flite``: voices that would leak into heldout_synth are refused) and join the
+``train`` split, so that the model hears a second engine in training. A corpus without either is
+byte for byte the corpus this module wrote before they existed.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from tqdm import tqdm
 from models.audio import write_wav
 from models.corpus.festival import FESTIVAL_RATE_WPM, Festival
 from models.corpus.festival import INSTALL_HINT as FESTIVAL_HINT
+from models.corpus.flite import FLITE_RATE_WPM, TRAIN_VOICES, Flite
 from models.corpus.speech import DEFAULT_LIBRARY, SAMPLE_RATE_HZ, Speech, VoiceSpec, engine
 from models.corpus.talkers import Talker, animate, sample_style, sample_talkers, sample_voices
 from models.corpus.text import MAX_DURATION_S, MIN_DURATION_S, make_script
@@ -60,6 +64,7 @@ GENERATOR_VERSION = "1.2"
 SPLITS = ("train", "val", "test", "heldout_talker", "heldout_voice")
 # Listed in the manifest only when the corpus has it, so that older configs keep their bytes.
 SYNTH_SPLIT = "heldout_synth"
+TRAIN_SYNTH_ROLE = "train_synth"  # the manifest's voices of the Flite training utterances
 
 
 
@@ -82,6 +87,10 @@ class CorpusConfig:
     # synthesiser's voice and timing). 0 writes exactly the corpus of generator 1.2.
     heldout_synth_utterances: int = 0
     festival_voices: tuple[str, ...] = ()  # for heldout_synth; () = every installed English one
+    # Flite utterances per training talker in split "train", added after its heldout_synth ones
+    # (its style, a second engine heard in training). 0 leaves the corpus as without the field.
+    train_synth_utterances: int = 0
+    flite_voices: tuple[str, ...] = ()  # for train_synth; () = flite.TRAIN_VOICES (awb, rms)
 
 
 @dataclass(frozen=True)
@@ -92,11 +101,22 @@ class _Task:
     split: str
     entropy: tuple[int, ...]
     festival_voice: str | None = None  # heldout_synth: Festival speaks instead of espeak-ng
+    flite_voice: str | None = None  # train_synth: Flite speaks instead of espeak-ng
 
     @property
     def voice_name(self) -> str:
-        """The voice as the manifest names it: espeak's ``en-us+f3`` or ``festival:NAME``."""
-        return f"festival:{self.festival_voice}" if self.festival_voice else self.voice.espeak_name
+        """The voice as the manifest names it: espeak's ``en-us+f3``, ``festival:NAME`` or
+        ``flite:NAME``."""
+        if self.festival_voice:
+            return f"festival:{self.festival_voice}"
+        if self.flite_voice:
+            return f"flite:{self.flite_voice}"
+        return self.voice.espeak_name
+
+    @property
+    def synthesiser_voice(self) -> bool:
+        """Spoken by another engine than espeak-ng (its voice is a name, not a VoiceSpec)."""
+        return bool(self.festival_voice or self.flite_voice)
 
 
 def plan(config: CorpusConfig, festival_voices: tuple[str, ...] | None = None,
@@ -105,14 +125,17 @@ def plan(config: CorpusConfig, festival_voices: tuple[str, ...] | None = None,
 
     ``festival_voices`` (for heldout_synth) defaults to ``config.festival_voices`` or, if that is
     empty, every English voice Festival has installed; Festival is only asked when the config
-    wants heldout_synth utterances.
+    wants heldout_synth utterances. Flite's (train_synth) are ``config.flite_voices`` or, if
+    that is empty, ``flite.TRAIN_VOICES``; they are checked by ``generate_corpus``.
     """
     n_train = config.talkers - config.heldout_talkers
     if n_train < 1 or config.utterances < 1:
         raise DataError(f"need at least one training talker and one utterance: {config}")
-    if config.heldout_synth_utterances < 0:
-        raise DataError(f"heldout_synth_utterances must be >= 0: {config}")
+    if config.heldout_synth_utterances < 0 or config.train_synth_utterances < 0:
+        raise DataError(f"heldout_synth_utterances and train_synth_utterances must be >= 0: "
+                        f"{config}")
     synth = festival_voices or _festival_voices(config)
+    flite = config.flite_voices or TRAIN_VOICES
     n_voices = config.voices or max(1, math.ceil(n_train * 3 / 8))
     rng = np.random.default_rng(np.random.SeedSequence([config.seed, 1]))
     voices = sample_voices(n_voices + config.heldout_talkers + config.heldout_voices, rng)
@@ -135,6 +158,10 @@ def plan(config: CorpusConfig, festival_voices: tuple[str, ...] | None = None,
             ui = config.utterances + k  # after the talker's own: those keep their IDs and seeds
             tasks.append(_Task(f"{talker.name}_U{ui:04d}", talker, talker.voice, SYNTH_SPLIT,
                                (config.seed, ti, ui), synth[(ti + k) % len(synth)]))
+        for k in range(config.train_synth_utterances if ti < n_train else 0):
+            ui = config.utterances + config.heldout_synth_utterances + k  # after all of those
+            tasks.append(_Task(f"{talker.name}_U{ui:04d}", talker, talker.voice, "train",
+                               (config.seed, ti, ui), flite_voice=flite[(ti + k) % len(flite)]))
     roles = {"train": train_voices, "heldout_talker": talker_voices,
              "heldout_voice": unseen_voices}
     return talkers, roles, tasks
@@ -170,14 +197,16 @@ _STATE: dict = {}
 
 
 def _init_worker(rig: FaceRig, library: str, out_dir: str, fps: int) -> None:
-    """Per process: espeak-ng is global state, so each worker owns one engine."""
-    _STATE.update(rig=rig, engine=engine(library), festival=Festival(), out=Path(out_dir),
-                  fps=fps)
+    """Per process: espeak-ng and Flite are global state, so each worker owns one engine each."""
+    _STATE.update(rig=rig, engine=engine(library), festival=Festival(), flite=Flite(),
+                  out=Path(out_dir), fps=fps)
 
 
 def _speak(task: _Task, text: str) -> Speech:
     if task.festival_voice:
         return _STATE["festival"].synthesize(text, task.festival_voice)
+    if task.flite_voice:
+        return _STATE["flite"].synthesize(text, task.flite_voice)
     return _STATE["engine"].synthesize_isolated(text, task.voice)
 
 
@@ -185,7 +214,8 @@ def _make_utterance(task: _Task) -> dict:
     rig, out, fps = _STATE["rig"], _STATE["out"], _STATE["fps"]
     text_ss, anim_ss = np.random.SeedSequence(task.entropy).spawn(2)
     rng = np.random.default_rng(text_ss)
-    rate_wpm = FESTIVAL_RATE_WPM if task.festival_voice else task.voice.rate_wpm
+    rate_wpm = (FESTIVAL_RATE_WPM if task.festival_voice else FLITE_RATE_WPM if task.flite_voice
+                else task.voice.rate_wpm)
     for _ in range(50):
         script = make_script(rng, rate_wpm)
         speech = _speak(task, script.text)
@@ -204,7 +234,7 @@ def _make_utterance(task: _Task) -> dict:
     write_wav(out / "wav" / f"{task.uid}.wav", speech.audio, SAMPLE_RATE_HZ)
     np.save(out / "vertices_npy" / f"{task.uid}.npy", vertices.astype(np.float32))
     np.save(out / "weights_npy" / f"{task.uid}.npy", weights.astype(np.float32))
-    voice = task.voice_name if task.festival_voice else task.voice.to_json()
+    voice = task.voice_name if task.synthesiser_voice else task.voice.to_json()
     phones = {"id": task.uid, "text": script.text, "voice": voice,
               "phonemes": [p.to_json() for p in speech.phonemes]}
     _write_json(out / "phonemes" / f"{task.uid}.json", phones)
@@ -230,11 +260,13 @@ def write_npz_deterministic(path: Path, arrays: dict[str, np.ndarray]) -> None:
 
 
 def _config_json(config: CorpusConfig) -> dict:
-    """The config as the manifest records it; the heldout_synth fields only when used, so that
-    corpora without the split keep the manifest of generator 1.2 byte for byte."""
+    """The config as the manifest records it; the heldout_synth and train_synth fields only when
+    used, so that corpora without them keep the manifest of generator 1.2 byte for byte."""
     out = asdict(config)
     if not config.heldout_synth_utterances:
         del out["heldout_synth_utterances"], out["festival_voices"]
+    if not config.train_synth_utterances:
+        del out["train_synth_utterances"], out["flite_voices"]
     return out
 
 
@@ -254,10 +286,12 @@ def generate_corpus(config: CorpusConfig, out_dir: str | Path, workers: int = 2,
                     progress: bool = True) -> Path:
     """Generate the corpus into ``out_dir``; return the path of ``corpus.json``.
 
-    ``workers`` spawned processes (at least one); each initialises espeak-ng once and runs
-    Festival for the heldout_synth utterances. Raises DataError for an unwritable directory,
-    DataError if espeak-ng (or, with heldout_synth utterances, Festival) is missing or a voice
-    is unknown (checked before any work starts), DataError for a bad rig.
+    ``workers`` spawned processes (at least one); each initialises espeak-ng once, runs
+    Festival for the heldout_synth utterances and Flite for the train_synth ones. Raises
+    DataError for an unwritable directory, DataError if espeak-ng (or, with heldout_synth
+    utterances, Festival; with train_synth ones, Flite) is missing, a voice is unknown or a
+    Flite voice would leak into heldout_synth (checked before any work starts), DataError for a
+    bad rig.
     """
     from models.face.load import load_rig
 
@@ -271,6 +305,10 @@ def generate_corpus(config: CorpusConfig, out_dir: str | Path, workers: int = 2,
     festival = Festival()
     for name in synth_voices:
         festival.check_voice(name)
+    flite_voices = sorted({t.flite_voice for t in tasks if t.flite_voice})
+    flite = Flite()
+    for name in flite_voices:
+        flite.check_voice(name)
     rig = load_rig(config.rig)
     if rig.blendshape_names != RIG_NAMES:
         raise DataError(f"rig {rig.name!r} does not have the 51 ARKit blendshapes")
@@ -307,6 +345,8 @@ def generate_corpus(config: CorpusConfig, out_dir: str | Path, workers: int = 2,
     if synth_voices:  # only then: a corpus without the split keeps its 1.2 manifest
         manifest["voices"][SYNTH_SPLIT] = [f"festival:{name}" for name in synth_voices]
         manifest["splits"][SYNTH_SPLIT] = [m["id"] for m in metas if m["split"] == SYNTH_SPLIT]
+    if flite_voices:  # likewise
+        manifest["voices"][TRAIN_SYNTH_ROLE] = [f"flite:{name}" for name in flite_voices]
     path = out / "corpus.json"
     _write_json(path, manifest)
     log.info("wrote %d utterances to %s", len(metas), out)

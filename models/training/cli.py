@@ -33,9 +33,13 @@ def _cmd_corpus(args: argparse.Namespace) -> int:
         raise ConfigError("talker corpus needs --out DIR (or: talker corpus preview DIR ...)")
     if args.festival_voices and not args.heldout_synth:
         raise ConfigError("--festival-voices needs --heldout-synth N (N > 0)")
+    if args.flite_voices and not args.train_flite:
+        raise ConfigError("--flite-voices needs --train-flite N (N > 0)")
     config = CorpusConfig(talkers=args.talkers, utterances=args.utterances, seed=args.seed,
                           heldout_synth_utterances=args.heldout_synth,
-                          festival_voices=tuple(args.festival_voices), voices=args.voices)
+                          festival_voices=tuple(args.festival_voices), voices=args.voices,
+                          train_synth_utterances=args.train_flite,
+                          flite_voices=tuple(args.flite_voices))
     generate_corpus(config, Path(args.out), workers=args.workers, progress=not args.quiet)
     print(f"corpus written to {args.out}")
     return 0
@@ -64,6 +68,12 @@ def _add_corpus(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--festival-voices", type=name_list, default=(), metavar="A,B",
                    help="Festival voices for --heldout-synth (default: all installed English "
                         "ones, e.g. kal_diphone,ked_diphone,cmu_us_slt_arctic_hts)")
+    p.add_argument("--train-flite", type=non_negative_int, default=0, metavar="N",
+                   help="per training talker, N more training utterances spoken by Flite (a "
+                        "second engine heard in training); needs flite")
+    p.add_argument("--flite-voices", type=name_list, default=(), metavar="A,B",
+                   help="Flite voices for --train-flite (default: awb,rms; kal, kal16 and slt "
+                        "are refused: they would leak into heldout_synth)")
     p.add_argument("--workers", type=positive_int, default=2)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_corpus)

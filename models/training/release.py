@@ -7,8 +7,8 @@ command, seed, commit, timing and metric). Each stage is skipped when its output
 interrupted run resumes.
 
     python -m models.training.release [--work runs/default] [--seed 0] [--voices N]
-        [--heldout-synth 8] [--audio-dropout P] [--gap-loss W] [--lookahead-frames N]
-        [--guidance G]
+        [--heldout-synth 8] [--train-flite N] [--audio-dropout P] [--gap-loss W]
+        [--lookahead-frames N] [--guidance G]
 
 The knobs are the recipe (models/README.md, "Lips that articulate"); unset ones leave the talker
 command's default, and the manifest records each stage's exact command.
@@ -74,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--voices", type=int, help="talker corpus --voices")
     parser.add_argument("--heldout-synth", type=int, default=8,
                         help="talker corpus --heldout-synth")
+    parser.add_argument("--train-flite", type=int, default=0,
+                        help="talker corpus --train-flite")
     parser.add_argument("--audio-dropout", type=float, help="talker train --audio-dropout")
     parser.add_argument("--gap-loss", type=float, help="talker train --gap-loss")
     parser.add_argument("--lookahead-frames", type=int, help="talker train --lookahead-frames")
@@ -113,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
 
     stage("corpus", corpus / "corpus.json", "corpus", "--out", str(corpus), "--talkers",
           str(args.talkers), "--utterances", str(args.utterances), "--seed", seed, "--quiet",
-          *given(voices=args.voices, heldout_synth=args.heldout_synth or None))
+          *given(voices=args.voices, heldout_synth=args.heldout_synth or None,
+                 train_flite=args.train_flite or None))
     baseline_dir = work / "regression"
     train = ("train", "--data", str(corpus), "--preset", args.preset, "--seed", seed,
              "--threads", "1", "--quiet", *given(lookahead_frames=args.lookahead_frames))
@@ -150,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         "corpus": {"talkers": args.talkers, "utterances_per_talker": args.utterances,
                    "seed": args.seed, "voices": args.voices,
                    "heldout_synth_utterances": args.heldout_synth,
+                   "train_synth_utterances": args.train_flite,
                    "generator_version": corpus_meta.get("generator_version"),
                    "rig": corpus_meta.get("rig")},
         "commands": commands,

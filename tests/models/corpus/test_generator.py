@@ -6,6 +6,7 @@ import hashlib
 import json
 import math
 import pickle
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,13 @@ from models.corpus.speech import VoiceSpec
 from models.errors import DataError
 
 TINY = CorpusConfig(talkers=2, utterances=2, heldout_talkers=0, heldout_voices=0, seed=5)
+TINY_FLITE = replace(TINY, train_synth_utterances=1)  # + one Flite utterance per talker
+# The manifest of generator 1.2, which a corpus without heldout_synth or train_synth keeps.
+MANIFEST_KEYS = {"generator", "generator_version", "seed", "config", "fps", "sample_rate_hz",
+                 "rig", "blendshapes", "talkers", "voices", "utterances", "splits"}
+CONFIG_KEYS = {"talkers", "utterances", "seed", "heldout_talkers", "heldout_voices",
+               "heldout_voice_utterances", "voices", "val_fraction", "test_fraction", "fps", "rig",
+               "library"}
 
 
 def _digests(root: Path) -> dict[str, str]:
@@ -64,6 +72,8 @@ def test_layout_and_frame_count(tiny: Path) -> None:
         assert phones[1]["word_index"] == 0  # the first word's phones are all there
     assert "heldout_synth" not in manifest["splits"] and "heldout_synth" not in manifest["voices"]
     assert not {"heldout_synth_utterances", "festival_voices"} & set(manifest["config"])  # as 1.2
+    assert set(manifest) == MANIFEST_KEYS and set(manifest["config"]) == CONFIG_KEYS
+    assert set(manifest["voices"]) == {"train", "heldout_talker", "heldout_voice"}
     ids = sorted(i for s in manifest["splits"].values() for i in s)
     assert ids == ["T00_U0000", "T00_U0001", "T01_U0000", "T01_U0001"]
     talkers = manifest["talkers"]
@@ -117,3 +127,33 @@ def test_unknown_voice_fails_before_any_work(tmp_path: Path,
 def test_preview_renders(tiny: Path, tmp_path: Path) -> None:
     out = render_preview(tiny, "T00_U0000", tmp_path / "p.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 20000
+
+
+def test_flite_utterances_join_train_and_leave_the_rest_unchanged(tiny: Path,
+                                                                  tmp_path: Path) -> None:
+    out = tmp_path / "flite"
+    generate_corpus(TINY_FLITE, out, workers=1, progress=False)
+    manifest = json.loads((out / "corpus.json").read_text())
+    assert set(manifest) == MANIFEST_KEYS
+    assert set(manifest["config"]) == CONFIG_KEYS | {"train_synth_utterances", "flite_voices"}
+    assert manifest["config"]["train_synth_utterances"] == 1
+    assert manifest["voices"]["train_synth"] == ["flite:awb", "flite:rms"]
+    assert "heldout_synth" not in manifest["splits"]
+    by_id = {u["id"]: u for u in manifest["utterances"]}
+    assert [(i, by_id[i]["voice"]) for i in ("T00_U0002", "T01_U0002")] == [
+        ("T00_U0002", "flite:awb"), ("T01_U0002", "flite:rms")]  # round robin by talker
+    assert {"T00_U0002", "T01_U0002"} <= set(manifest["splits"]["train"])
+    for uid in ("T00_U0002", "T01_U0002"):
+        doc = json.loads((out / "phonemes" / f"{uid}.json").read_text())
+        assert doc["voice"] == by_id[uid]["voice"]
+        phones = doc["phonemes"]
+        assert phones[0]["symbol"] == "_" and phones[0]["start_s"] == 0
+        assert phones[-1]["end_s"] == pytest.approx(by_id[uid]["duration_s"])
+        assert any(p["stressed"] for p in phones) and max(p["word_index"] for p in phones) > 0
+        assert 1.5 <= by_id[uid]["duration_s"] <= 6.0
+        weights = np.load(out / "weights_npy" / f"{uid}.npy")
+        assert weights.shape == (by_id[uid]["frames"], 51) and weights.any()
+    # the espeak utterances keep their IDs, seeds and bytes
+    same = {k: v for k, v in _digests(tiny).items() if "/" in k}  # the per-utterance files
+    after = _digests(out)
+    assert {k: after.get(k) for k in same} == same
