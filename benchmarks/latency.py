@@ -87,12 +87,25 @@ def talker_command() -> list[str]:
     return [str(script)] if script.is_file() else [sys.executable, "-m", "talker"]
 
 
+def read_tree(pid: int) -> dict[str, float]:
+    """CPU seconds (user + system), RSS bytes, threads and open fds of a live process and its
+    children (the server's inference process), summed (psutil)."""
+    root = psutil.Process(pid)
+    total = {"cpu_s": 0.0, "rss": 0.0, "threads": 0.0, "fds": 0.0}
+    for proc in [root, *root.children(recursive=True)]:
+        with contextlib.suppress(psutil.Error), proc.oneshot():
+            cpu = proc.cpu_times()
+            total["cpu_s"] += cpu.user + cpu.system
+            total["rss"] += proc.memory_info().rss
+            total["threads"] += proc.num_threads()
+            total["fds"] += proc.num_fds()
+    return total
+
+
 def read_proc(pid: int) -> tuple[float, int, int]:
-    """(user + system CPU seconds, RSS bytes, threads) of a live process (psutil)."""
-    proc = psutil.Process(pid)
-    with proc.oneshot():
-        cpu = proc.cpu_times()
-        return cpu.user + cpu.system, int(proc.memory_info().rss), int(proc.num_threads())
+    """(CPU seconds, RSS bytes, threads) of the server and its inference process."""
+    tree = read_tree(pid)
+    return tree["cpu_s"], int(tree["rss"]), int(tree["threads"])
 
 
 class ProcSampler:
@@ -401,6 +414,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                        help="serve the tiny random model (saved to a temp checkpoint)")
     p.add_argument("--server-threads", type=int,
                    help="torch threads of the server's inference worker (talker serve --threads)")
+    p.add_argument("--server-worker", choices=("auto", "process", "thread"), default="auto",
+                   help="where the server runs the model (talker serve --worker)")
     p.add_argument("--streams", type=parse_ints, help="ladder, e.g. 1,2,4 (default 1,2,4,8,16,32;"
                                                         " quick 1,2)")
     p.add_argument("--webrtc", type=parse_ints,
@@ -478,7 +493,9 @@ def main(argv: list[str] | None = None) -> int:
     server_threads: Any = args.server_threads if args.server_threads else "server default (1)"
     if args.server_threads:
         extra += ["--threads", str(args.server_threads)]
-    print(f"server torch threads: {server_threads}", flush=True)
+    extra += ["--worker", args.server_worker]
+    print(f"server torch threads: {server_threads}; model worker: {args.server_worker}",
+          flush=True)
     info = machine_info(args.device, threads)
     print_machine(info)
     with tempfile.TemporaryDirectory(prefix="bench_latency_") as tmp:
@@ -513,7 +530,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": info,
         "model": model,
         "server": {"command": server.command, "torch_threads": server_threads,
-                   "model": health.get("model")},
+                   "worker": args.server_worker, "model": health.get("model")},
         "config": {"streams": list(args.streams), "webrtc": list(args.webrtc),
                    "seconds": args.seconds, "stop_p95_ms": args.stop_p95_ms,
                    "stagger_s": args.stagger_s, "seed": args.seed, "fps": FPS,

@@ -2,8 +2,9 @@
 
 Each session is one long WebSocket session: espeak-ng utterances (with their pauses) looped and
 paced in real time, coefficient frames back, as the viewer runs. Every ``--sample-s`` the server
-process is sampled (RSS, threads, open file descriptors, CPU; psutil) and each session's frames
-of that window are summarised (motion latency p50/p95, frames, gaps). At the end: the memory slope
+process and its inference process are sampled (RSS, threads, open file descriptors, CPU, summed;
+psutil) and each session's frames of that window are summarised (motion latency p50/p95, frames,
+gaps). At the end: the memory slope
 (least squares over the samples after the first minute, MB/min), p95 of the first vs the last
 fifth of the run, every frame accounted for. Writes JSON, prints a table.
 
@@ -23,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import psutil
 
 from benchmarks.common import (
     FPS,
@@ -42,7 +42,7 @@ from benchmarks.common import (
     tiny_checkpoint,
     write_json,
 )
-from benchmarks.latency import DEFAULT_CHECKPOINT, Server, start_server
+from benchmarks.latency import DEFAULT_CHECKPOINT, Server, read_tree, start_server
 from models.errors import ConfigError
 
 CHUNK_S = 0.02  # what a browser or sounddevice delivers
@@ -93,8 +93,7 @@ async def soak(args: argparse.Namespace, server: Server, audios: list[np.ndarray
         return await stream_audio(server.url, looped_chunks(audios[i], seconds), SAMPLE_RATE,
                                   options, lambda result: windows.take(i, result))
 
-    proc = psutil.Process(server.proc.pid)
-    proc.cpu_percent()
+    last = (time.monotonic(), read_tree(server.proc.pid)["cpu_s"])
     tasks = [asyncio.create_task(one(i)) for i in range(len(audios))]
     samples: list[dict[str, Any]] = []
     started = time.monotonic()
@@ -102,10 +101,13 @@ async def soak(args: argparse.Namespace, server: Server, audios: list[np.ndarray
     while not all(t.done() for t in tasks):
         await asyncio.wait(tasks, timeout=args.sample_s)
         latency, frames = windows.drain()
-        sample = {"t_min": round((time.monotonic() - started) / 60, 3),
-                  "rss_mb": round(proc.memory_info().rss / 2**20, 2),
-                  "threads": proc.num_threads(), "fds": proc.num_fds(),
-                  "cpu_percent": round(proc.cpu_percent(), 1), "frames": frames,
+        now, tree = time.monotonic(), read_tree(server.proc.pid)  # the server and its children
+        cpu_percent = 100.0 * (tree["cpu_s"] - last[1]) / max(now - last[0], 1e-9)
+        last = (now, tree["cpu_s"])
+        sample = {"t_min": round((now - started) / 60, 3),
+                  "rss_mb": round(tree["rss"] / 2**20, 2),
+                  "threads": int(tree["threads"]), "fds": int(tree["fds"]),
+                  "cpu_percent": round(cpu_percent, 1), "frames": frames,
                   "latency_ms": percentiles(latency)}
         samples.append(sample)
         print(format_table(SAMPLE_HEADERS, [sample_row(sample)], 9).splitlines()[-1], flush=True)

@@ -11,6 +11,7 @@ import os
 import ssl
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Literal
 
 from models.errors import ConfigError
 from realtime.admission import AdmissionConfig
@@ -82,11 +83,19 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     session = SessionConfig.for_model(model.contract, hop_frames=args.hop_frames,
                                       max_hop_frames=max(8, args.hop_frames))
     server = TalkerServer(model, config, session_config=session,
-                          engine_config=EngineConfig(torch_threads=args.threads))
+                          engine_config=EngineConfig(torch_threads=args.threads,
+                                                     worker=_worker_kind(args.worker,
+                                                                         args.device)))
     scheme = "https" if args.certfile else "http"
     print(f"diffusion-talker: open {scheme}://{args.host}:{args.port}/ in a browser", flush=True)
     asyncio.run(server.serve_forever())
     return 0
+
+
+def _worker_kind(choice: str, device: str) -> Literal["thread", "process"]:
+    if choice == "thread" or (choice == "auto" and device != "cpu"):
+        return "thread"
+    return "process"
 
 
 def serve_token(token: str | None, token_file: str | None,
@@ -148,6 +157,10 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="base seed of per-session noise")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads of the inference worker (default 1; 0 = all cores)")
+    p.add_argument("--worker", choices=("auto", "process", "thread"), default="auto",
+                   help="where the model runs: its own process, so that inference and the "
+                        "event loop do not share one interpreter lock (auto: on CPU), or a "
+                        "thread of the server (auto: on CUDA)")
     p.add_argument("--device", default="cpu",
                    help="where the model runs: cpu (default) or cuda[:N] (one GPU serves "
                         "every session, batched)")

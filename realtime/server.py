@@ -87,6 +87,12 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 MAX_UNSENT_BYTES = 1 << 20
 
 
+def _pick_identity(model: Any, audio: np.ndarray) -> tuple[int, Any]:
+    """Identity "auto" on the inference worker (module level: it may run in its process)."""
+    index, scores = model.pick_identity(audio)
+    return int(index), scores
+
+
 @dataclass(frozen=True)
 class ServerConfig:
     host: str = "127.0.0.1"
@@ -275,6 +281,8 @@ class TalkerServer:
                 "batches": self.engine.batches_run,
                 "hops": self.engine.jobs_run,
                 "busy_s": round(self.engine.busy_s, 3),
+                "worker": self.engine.config.worker,
+                "worker_restarts": self.engine.worker_restarts,
             },
             "uptime_s": round(time.monotonic() - self.started_s, 1),
             "model": getattr(self.model, "describe", lambda: "")(),
@@ -604,9 +612,7 @@ class TalkerServer:
         """Identity "auto": the model picks on the inference worker; the session blends."""
         name: str | None = None
         try:
-            index, _scores = await self.engine.call(
-                lambda model, a: model.pick_identity(a), audio
-            )
+            index, _scores = await self.engine.call(_pick_identity, audio)
             name = str(self.contract.identities[int(index)])
             log.info("session %s: auto identity -> %s", conn.session_id, name)
         except EngineError as exc:  # keep the mean identity; the stream goes on

@@ -64,23 +64,46 @@ class Denoiser(nn.Module):
         return torch.zeros(self.config.n_layers, batch, self.config.hidden,
                            device=device)  # (L, B, H)
 
+    def condition(self, audio: torch.Tensor, identity: torch.Tensor) -> torch.Tensor:
+        """The input layer's share of what does not change across sampling steps: audio
+        (B, T, audio_dim) and identity (B, identity_dim) or (B, T, identity_dim) -> (B, T, H),
+        bias included. A sampler computes it once per window (or hop), not once per step."""
+        c, w = self.config, self.inp.weight
+        a0 = c.n_coeffs
+        i0 = a0 + c.audio_dim + c.time_dim
+        cond = F.linear(audio, w[:, a0:a0 + c.audio_dim], self.inp.bias)
+        ident = F.linear(identity, w[:, i0:])  # (B, H) or (B, T, H)
+        return cond + (ident[:, None] if identity.dim() == 2 else ident)
+
+    def time_bias(self, t: torch.Tensor | int, batch: int, device: torch.device) -> torch.Tensor:
+        """The step's share of the input layer: (B, 1, H) from the timestep embedding."""
+        c = self.config
+        t = torch.as_tensor(t, device=device).reshape(-1)  # (1,) when all rows share the step
+        temb = self.time_mlp(timestep_embedding(t, c.time_dim))  # (1 or B, time_dim)
+        t0 = c.n_coeffs + c.audio_dim
+        bias = F.linear(temb, self.inp.weight[:, t0:t0 + c.time_dim])[:, None]
+        return bias.expand(batch, 1, -1)
+
     def forward(self, x_t: torch.Tensor, t: torch.Tensor | int, audio: torch.Tensor,
                 identity: torch.Tensor, state: torch.Tensor | None = None,
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+                cond: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Predict x0.
 
         x_t (B, T, K) noisy coefficients; t (B,) or int step index; audio (B, T, audio_dim);
         identity (B, identity_dim) or per frame (B, T, identity_dim); state (L, B, H) the GRU state
-        after the frame before x_t[:, 0] (zeros at the sequence start).
+        after the frame before x_t[:, 0] (zeros at the sequence start); ``cond``: the
+        ``condition(audio, identity)`` a sampler computed once for all its steps (then ``audio``
+        and ``identity`` are not read).
         Returns x0_hat (B, T, K) and the state after the last frame (L, B, H).
+
+        The input layer is one Linear over [x_t, audio, timestep embedding, identity], computed
+        as the sum of its column blocks, so that the step-independent block can be reused.
         """
-        B, T, _ = x_t.shape
-        t = torch.as_tensor(t, device=x_t.device).reshape(-1).expand(B)
-        temb = self.time_mlp(timestep_embedding(t, self.config.time_dim))  # (B, time_dim)
-        if identity.dim() == 2:
-            identity = identity[:, None].expand(B, T, -1)  # (B, T, identity_dim)
-        h_in = torch.cat([x_t, audio, temb[:, None].expand(B, T, -1), identity], dim=-1)
-        h_in = F.gelu(self.inp(h_in))  # (B, T, H)
+        B = x_t.shape[0]
+        if cond is None:
+            cond = self.condition(audio, identity)
+        h_in = F.linear(x_t, self.inp.weight[:, :self.config.n_coeffs])
+        h_in = F.gelu(h_in + cond + self.time_bias(t, B, x_t.device))  # (B, T, H)
         if state is None:
             state = self.init_state(B, x_t.device)
         h, state = self.gru(h_in, state)  # (B, T, H)

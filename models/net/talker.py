@@ -277,10 +277,11 @@ class Talker(nn.Module):
     # -- prediction
     def forward(self, x_t: torch.Tensor, t: torch.Tensor | int, audio: torch.Tensor,
                 identity: torch.Tensor, state: torch.Tensor | None = None,
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+                cond: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Predict normalised x0 (B, T, K) from x_t (B, T, K), step t, audio features (B, T, A)
-        and identity (B, D) or (B, T, D); returns (x0_hat, GRU state after the last frame)."""
-        return self.denoiser(x_t, t, audio, identity, state)
+        and identity (B, D) or (B, T, D); returns (x0_hat, GRU state after the last frame).
+        ``cond``: ``Denoiser.condition`` of (audio, identity), when a sampler has it already."""
+        return self.denoiser(x_t, t, audio, identity, state, cond=cond)
 
     @staticmethod
     def null_audio(audio: torch.Tensor) -> torch.Tensor:
@@ -291,19 +292,29 @@ class Talker(nn.Module):
 
     def guided(self, x_t: torch.Tensor, t: torch.Tensor | int, audio: torch.Tensor,
                identity: torch.Tensor, guidance: float, state: torch.Tensor | None = None,
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+               cond: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``forward`` with classifier-free guidance on the audio: one call on the doubled batch
         [conditional; null audio] (2B), x0 = x0_null + guidance (x0_cond - x0_null).
         state (L, 2B, H): the conditional rows, then the null rows; returned likewise.
-        guidance == 1 is ``forward`` itself (batch B, state (L, B, H))."""
+        guidance == 1 is ``forward`` itself (batch B, state (L, B, H)). ``cond``: this batch's
+        ``guided_condition``, computed once for all sampling steps."""
         if guidance == 1.0:
-            return self(x_t, t, audio, identity, state)
+            return self(x_t, t, audio, identity, state, cond=cond)
         if isinstance(t, torch.Tensor) and t.numel() > 1:
             t = torch.cat([t, t])
-        x0, state = self(torch.cat([x_t, x_t]), t, torch.cat([audio, self.null_audio(audio)]),
-                         torch.cat([identity, identity]), state)
+        if cond is None:
+            cond = self.guided_condition(audio, identity, guidance)
+        x0, state = self(torch.cat([x_t, x_t]), t, audio, identity, state, cond=cond)
         x0_cond, x0_null = x0.chunk(2)
         return x0_null + guidance * (x0_cond - x0_null), state
+
+    def guided_condition(self, audio: torch.Tensor, identity: torch.Tensor,
+                         guidance: float) -> torch.Tensor:
+        """The step-independent input of ``guided``: (B, T, H), or (2B, T, H) with guidance."""
+        if guidance == 1.0:
+            return self.denoiser.condition(audio, identity)
+        return self.denoiser.condition(torch.cat([audio, self.null_audio(audio)]),
+                                       torch.cat([identity, identity]))
 
     def encode_audio(self, features: torch.Tensor) -> torch.Tensor:
         """(B, R + T, F) -> (B, T, A); see AudioEncoder for the frame alignment."""
@@ -520,10 +531,11 @@ class Talker(nn.Module):
         gru = torch.stack(rows, dim=2)  # (S, L, B or 2B, H)
         new_gru = gru.clone()
         calls = [0]
+        prepared = self.guided_condition(audio, identity, g)  # the same for all S steps
 
         def model_fn(x: torch.Tensor, t: int, cond: tuple) -> torch.Tensor:
             i = calls[0]  # the sampler calls once per step, in order: i picks the state
-            x0, new_gru[i] = self.guided(x, t, cond[0], cond[1], g, gru[i])
+            x0, new_gru[i] = self.guided(x, t, cond[0], cond[1], g, gru[i], cond=prepared)
             calls[0] += 1
             return x0
 

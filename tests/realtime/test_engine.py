@@ -1,9 +1,14 @@
 """The inference worker with the tiny random model: batching across streams, order within a
-stream, cancellation, failures that stay contained, model calls on the worker thread."""
+stream, cancellation, failures that stay contained, model calls on the worker; with the model on
+the worker thread and in its own process (the same behaviour, and a child that dies comes
+back)."""
 
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
+import os
+import signal
 import threading
 from typing import Any
 
@@ -37,11 +42,23 @@ def reference(model: Any, audio: np.ndarray, seed: int, hops: int, identity: str
     return np.concatenate([model.stream_step([state], HOP, vec[None])[0] for _ in range(hops)])
 
 
+@pytest.fixture(params=["thread", "process"])
+def engine(request: pytest.FixtureRequest, tiny_model: Any):
+    eng = InferenceEngine(tiny_model, EngineConfig(torch_threads=1, worker=request.param))
+    yield eng
+    eng.stop()
+
+
 @pytest.fixture
-def engine(tiny_model: Any):
+def threaded(tiny_model: Any):
+    """The model on the worker thread: for tests that patch the model object in place."""
     eng = InferenceEngine(tiny_model, EngineConfig(torch_threads=1))
     yield eng
     eng.stop()
+
+
+def pid_and_double(model: Any, x: int) -> tuple[int, int]:
+    return os.getpid(), 2 * x
 
 
 async def test_streams_submitted_together_share_one_batch_and_keep_their_order(engine,
@@ -81,8 +98,9 @@ async def test_close_stream_fails_its_pending_hops_only(engine):
         await late
 
 
-async def test_a_failing_batch_fails_its_jobs_and_the_worker_survives(engine, tiny_model,
+async def test_a_failing_batch_fails_its_jobs_and_the_worker_survives(threaded, tiny_model,
                                                                      monkeypatch):
+    engine = threaded
     real_step = tiny_model.stream_step
     calls = {"n": 0}
 
@@ -128,7 +146,8 @@ async def test_final_hop_pads_the_look_ahead(engine, tiny_model):
     np.testing.assert_allclose(np.concatenate([first.coeffs, last.coeffs]), offline, atol=1e-5)
 
 
-async def test_call_runs_on_the_worker_thread(engine):
+async def test_call_runs_on_the_worker_thread(threaded):
+    engine = threaded
     engine.start()
     worker = await engine.call(lambda model: threading.current_thread().name)
     assert worker == "talker-inference"
@@ -177,3 +196,38 @@ def test_the_hop_hint_doubles_under_load_and_halves_when_idle(tiny_model):
         engine._adjust_hint(busy)
         hints.append(engine.hop_frames_hint)
     assert hints == [1, 2, 4, 4, 8, 8, 8, 8, 4, 2, 1, 1]
+
+
+async def test_calls_run_in_the_worker_process(engine):
+    engine.start()
+    pid, doubled = await engine.call(pid_and_double, 21)
+    assert doubled == 42 and pid == engine.worker_pid
+    assert (pid != os.getpid()) == (engine.config.worker == "process")
+    with pytest.raises(EngineError, match="audio must be"):  # the model's own error comes back
+        await engine.call(lambda_free_bad_call)
+    assert (await engine.call(pid_and_double, 1))[1] == 2  # and the worker goes on
+
+
+def lambda_free_bad_call(model: Any) -> None:
+    model.pick_identity(np.zeros(10, np.float32), 8000)
+
+
+async def test_a_killed_worker_process_fails_its_batch_and_comes_back(tiny_model):
+    engine = InferenceEngine(tiny_model, EngineConfig(torch_threads=1, worker="process"))
+    engine.start()
+    try:
+        engine.open_stream("a", seed=5)
+        audio = speechlike(1.0, 7)
+        first = await engine.submit(job("a", audio[:8000]))
+        dead = engine.worker_pid
+        os.kill(dead, signal.SIGKILL)
+        await asyncio.sleep(0.2)
+        with pytest.raises(EngineError, match="inference failed"):
+            await engine.submit(job("a", audio[8000:]))
+        assert engine.worker_restarts == 1 and engine.worker_pid not in (dead, os.getpid())
+        # the stream starts afresh in the new process: the same as a new stream with its seed
+        again = await engine.submit(job("a", audio[:8000]))
+        np.testing.assert_allclose(again.coeffs, first.coeffs, atol=1e-5)
+    finally:
+        engine.stop()
+    assert not any(p.name == "talker-inference" for p in multiprocessing.active_children())
