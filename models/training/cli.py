@@ -167,6 +167,8 @@ def _cmd_distill(args: argparse.Namespace) -> int:
         config = replace(config, start_steps=args.start_steps)
     if args.guidance is not None:
         config = replace(config, guidance=args.guidance)
+    if args.gt_weight is not None:
+        config = replace(config, gt_weight=args.gt_weight)
     path = distill(Path(args.teacher), _load_dataset(args.data), Path(args.out), steps=args.steps,
                    config=config, seed=args.seed, progress=not args.quiet)
     print(f"student checkpoint: {path}")
@@ -188,6 +190,9 @@ def _add_distill(sub: argparse._SubParsersAction) -> None:
                    help="the teacher's targets with classifier-free guidance G on the audio "
                         "(default: the teacher's own, 1); the student samples unguided, one "
                         "pass per step (teacher trained with --audio-dropout)")
+    p.add_argument("--gt-weight", type=non_negative_float, metavar="W",
+                   help="weight of the data anchor next to the teacher's targets (default: the "
+                        "preset's, 0.5; 0 = pure progressive distillation)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=positive_int, help="torch threads (default: all cores)")
     p.add_argument("--quiet", action="store_true")

@@ -8,7 +8,7 @@ interrupted run resumes.
 
     python -m models.training.release [--work runs/default] [--seed 0] [--voices N]
         [--heldout-synth 8] [--train-flite N] [--audio-dropout P] [--gap-loss W]
-        [--lookahead-frames N] [--guidance G]
+        [--lookahead-frames N] [--guidance G] [--gt-weight W]
 
 The knobs are the recipe (models/README.md, "Lips that articulate"); unset ones leave the talker
 command's default, and the manifest records each stage's exact command.
@@ -80,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gap-loss", type=float, help="talker train --gap-loss")
     parser.add_argument("--lookahead-frames", type=int, help="talker train --lookahead-frames")
     parser.add_argument("--guidance", type=float, help="talker distill --guidance")
+    parser.add_argument("--gt-weight", type=float, help="talker distill --gt-weight")
     parser.add_argument("--out", default=str(WEIGHTS), help="where the shipped files go (the "
                         "results table goes into models/README.md only for the shipped folder)")
     args = parser.parse_args(argv)
@@ -130,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     stage("distill", student, "distill", "--teacher", str(teacher_dir / "talker.safetensors"),
           "--data", str(corpus), "--out", str(student_dir), "--steps", n, "--preset",
           args.preset, "--seed", seed, "--threads", "2", "--quiet",
-          *given(guidance=args.guidance))
+          *given(guidance=args.guidance, gt_weight=args.gt_weight))
     eval_json = work / "eval.json"
     stage("eval", eval_json, "eval", "--checkpoint", str(student), "--teacher",
           str(teacher_dir / "talker.safetensors"), "--baseline",
