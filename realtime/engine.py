@@ -588,15 +588,33 @@ def _resolve(
         _settle(job.loop, job.future, result, exc)
 
 
+_Outcome = tuple[asyncio.Future[Any], Any, BaseException | None]  # future, result, exception
+
+
 def _resolve_all(settled: list[tuple[HopJob, HopResult | None, BaseException | None]]) -> None:
     """Complete a batch's futures with one wake-up of each event loop (not one per job: each
     wake-up is a write to the loop's self-pipe)."""
-    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any, Any]]] = {}
+    by_loop: dict[asyncio.AbstractEventLoop, list[_Outcome]] = {}
     for job, result, exc in settled:
         if job.future is not None and job.loop is not None:
             by_loop.setdefault(job.loop, []).append((job.future, result, exc))
+    for loop, items in by_loop.items():
+        _wake(loop, items)
 
-    def settle(items: list[tuple[asyncio.Future[Any], Any, Any]]) -> None:
+
+def _settle(
+    loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], result: Any = None,
+    exc: BaseException | None = None,
+) -> None:
+    """Complete ``future`` from the worker thread (a no-op once it is done or cancelled)."""
+    _wake(loop, [(future, result, exc)])
+
+
+def _wake(loop: asyncio.AbstractEventLoop, items: list[_Outcome]) -> None:
+    """On ``loop``'s thread, give each future its result or exception (skipping any that is
+    done or cancelled by then)."""
+
+    def complete() -> None:
         for future, result, exc in items:
             if future.done():
                 continue
@@ -605,28 +623,7 @@ def _resolve_all(settled: list[tuple[HopJob, HopResult | None, BaseException | N
             else:
                 future.set_result(result)
 
-    for loop, items in by_loop.items():
-        try:
-            loop.call_soon_threadsafe(settle, items)
-        except RuntimeError:  # loop closed: nobody is waiting any more
-            pass
-
-
-def _settle(
-    loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], result: Any = None,
-    exc: BaseException | None = None,
-) -> None:
-    """Complete ``future`` from the worker thread (a no-op once it is done or cancelled)."""
-
-    def settle() -> None:
-        if future.done():
-            return
-        if exc is not None:
-            future.set_exception(exc)
-        else:
-            future.set_result(result)
-
     try:
-        loop.call_soon_threadsafe(settle)
+        loop.call_soon_threadsafe(complete)
     except RuntimeError:  # loop closed: nobody is waiting any more
         pass

@@ -35,7 +35,7 @@ from models.corpus.speech import SAMPLE_RATE_HZ, Speech, _tile, check_timings
 from models.errors import DataError
 
 __all__ = ["FESTIVAL_RATE_WPM", "FESTIVAL_TO_ESPEAK", "INSTALL_HINT", "VOICE_PACKAGES", "Festival",
-           "FestivalConfig", "scheme_string"]
+           "FestivalConfig", "radio_phones", "scheme_string"]
 
 # The Debian package of each English voice, for the install hint.
 VOICE_PACKAGES = {"kal_diphone": "festvox-kallpc16k", "ked_diphone": "festvox-kdlpc16k",
@@ -177,26 +177,35 @@ def _synthesis_script(text: str, voice: str, wav: Path) -> str:
 
 
 def _parse_segments(stdout: str, voice: str, duration_s: float) -> list[Phone]:
-    """Phones from the script's ``@W``/``@S`` lines: start = the previous phone's end; a phone
-    that Festival's post-lexical rules inserted outside any word (ked's linking /r/) takes the
-    word of the phone before it."""
+    """Phones from the script's ``@W``/``@S`` lines (see ``radio_phones``)."""
     rows = [line.split("\t") for line in stdout.splitlines()]
     words = {r[1]: i for i, r in enumerate(r for r in rows if r[0] == "@W")}
-    segs = [r[1:] for r in rows if r[0] == "@S" and len(r) == 5]
-    if not segs:
-        raise DataError(f"Festival voice {voice} returned no phones")
+    segs = [(name, float(end), stress, words.get(word_id))
+            for name, end, stress, word_id in (r[1:] for r in rows if r[0] == "@S" and len(r) == 5)]
+    return radio_phones(segs, f"Festival voice {voice}", duration_s)
+
+
+def radio_phones(segments: list[tuple[str, float, str, int | None]], who: str,
+                 duration_s: float) -> list[Phone]:
+    """Phones in espeak mnemonics from a synthesiser's ``radio`` segments (name, end time,
+    syllable stress, word index or None), as Festival and Flite give them: start = the previous
+    phone's end, ends clipped to the audio; a phone outside any word (Festival's post-lexical
+    linking /r/ in ked) takes the word of the phone before it. ``who`` names the voice in
+    errors."""
+    if not segments:
+        raise DataError(f"{who} returned no phones")
     phones: list[Phone] = []
     start, word = 0.0, -1
-    for name, end, stress, word_id in segs:
+    for name, end, stress, word_index in segments:
         symbol = FESTIVAL_TO_ESPEAK.get(name)
         if symbol is None:
-            raise DataError(f"Festival voice {voice} uses phone {name!r}, which has no espeak "
-                            f"equivalent (models.corpus.festival.FESTIVAL_TO_ESPEAK)")
-        end_s = min(float(end), duration_s)
+            raise DataError(f"{who} uses phone {name!r}, which has no espeak equivalent "
+                            f"(models.corpus.festival.FESTIVAL_TO_ESPEAK)")
+        end_s = min(end, duration_s)
         if symbol == PAUSE:
             phones.append(Phone(PAUSE, start, end_s))
         else:
-            word = words.get(word_id, word)
+            word = word if word_index is None else word_index
             phones.append(Phone(symbol, start, end_s, is_vowel(symbol) and stress == "1",
                                 max(word, 0)))
         start = max(start, end_s)

@@ -36,8 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from models.audio import pcm16_to_float, resample
-from models.corpus.festival import FESTIVAL_TO_ESPEAK
-from models.corpus.phonemes import PAUSE, Phone, is_vowel
+from models.corpus.festival import radio_phones
 from models.corpus.speech import SAMPLE_RATE_HZ, Speech, _tile, check_timings
 from models.errors import DataError
 
@@ -179,8 +178,8 @@ class Flite:
             lib.delete_utterance(utt)
         audio = np.clip(resample(pcm16_to_float(native), rate, SAMPLE_RATE_HZ), -1.0, 1.0)
         duration_s = len(audio) / SAMPLE_RATE_HZ
-        speech = Speech(audio=audio, phonemes=_tile(_phones(segments, voice, duration_s),
-                                                    duration_s), text=text)
+        phones = radio_phones(segments, f"Flite voice {voice}", duration_s)
+        speech = Speech(audio=audio, phonemes=_tile(phones, duration_s), text=text)
         check_timings(speech)
         return speech
 
@@ -216,28 +215,3 @@ class Flite:
                          words.get(word) if word else None))
             item = lib.item_next(item)
         return rows
-
-
-def _phones(segments: list[tuple[str, float, str, int | None]], voice: str,
-            duration_s: float) -> list[Phone]:
-    """Phones from Flite's segments: start = the previous phone's end (the last one ends a few
-    samples past the audio: clipped); a phone outside any word takes the word of the one before
-    it."""
-    if not segments:
-        raise DataError(f"Flite voice {voice} returned no phones")
-    phones: list[Phone] = []
-    start, word = 0.0, -1
-    for name, end, stress, word_index in segments:
-        symbol = FESTIVAL_TO_ESPEAK.get(name)
-        if symbol is None:
-            raise DataError(f"Flite voice {voice} uses phone {name!r}, which has no espeak "
-                            f"equivalent (models.corpus.festival.FESTIVAL_TO_ESPEAK)")
-        end_s = min(end, duration_s)
-        if symbol == PAUSE:
-            phones.append(Phone(PAUSE, start, end_s))
-        else:
-            word = word if word_index is None else word_index
-            phones.append(Phone(symbol, start, end_s, is_vowel(symbol) and stress == "1",
-                                max(word, 0)))
-        start = max(start, end_s)
-    return phones
