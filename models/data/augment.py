@@ -5,7 +5,9 @@ takes 16 kHz float32 audio and a numpy Generator and returns new audio; the two 
 (``speed``, ``insert_silence``) also take and return the (T, K) motion target, kept consistent:
 frame k still depicts audio time k / fps.
 
-``augment`` applies a random subset with the probabilities of an ``AugmentConfig``. Pitch is
+``augment`` applies a random subset with the probabilities of an ``AugmentConfig``. ``colour``
+tilts and reshapes the spectral envelope (another voice's source and tract, another microphone)
+without touching pitch or timing. Pitch is
 shifted without changing timing by resampling the STFT magnitude along frequency (crude, but it
 moves formants and f0 together, which is what a different voice does); tempo is changed by
 ``speed`` (resampling with ``models.audio.resample``, the converter of serving: pitch and tempo
@@ -44,6 +46,11 @@ class AugmentConfig:
     speed: tuple[float, float] = (0.9, 1.1)
     p_silence: float = 0.2
     silence_hops: tuple[int, int] = (1, 10)  # inserted silence, in 100 ms hops (3 frames)
+    # Voice and microphone colour (``colour``): a random spectral tilt and smooth random peaks
+    # and dips. Off by default (a recipe knob: talker train --augment-colour P).
+    p_colour: float = 0.0
+    tilt_db_per_octave: tuple[float, float] = (-3.0, 3.0)
+    ripple_db: float = 6.0  # +- at each of the control points
 
 
 def gain(audio: np.ndarray, rng: np.random.Generator, db: tuple[float, float]) -> np.ndarray:
@@ -123,6 +130,31 @@ def pitch_shift(audio: np.ndarray, rng: np.random.Generator,
     return out[n_fft:n_fft + len(audio)].astype(np.float32)
 
 
+COLOUR_POINTS_HZ = (150.0, 300.0, 600.0, 1200.0, 2400.0, 4800.0)  # an octave apart
+
+
+def colour(audio: np.ndarray, rng: np.random.Generator,
+           tilt_db_per_octave: tuple[float, float] = (-3.0, 3.0),
+           ripple_db: float = 6.0) -> np.ndarray:
+    """Colour the spectrum the way another voice or microphone would: gain(f) in dB is a tilt
+    (dB per octave around 1 kHz: brighter or darker voices, a glottal source unlike the
+    synthesiser's) plus a smooth curve through random gains at ``COLOUR_POINTS_HZ`` (formant
+    regions a little stronger or weaker: a different vocal tract, a cheap microphone),
+    interpolated along log frequency. Zero-phase (applied to the FFT magnitude): timing is
+    kept exactly. The RMS level is kept."""
+    n = next_fast_len(len(audio))
+    spec = np.fft.rfft(audio.astype(np.float64), n)
+    f = np.maximum(np.fft.rfftfreq(n, 1 / SR), 20.0)
+    octaves = np.log2(f / 1000.0)
+    points = np.log2(np.asarray(COLOUR_POINTS_HZ) / 1000.0)
+    ripple = np.interp(octaves, points, rng.uniform(-ripple_db, ripple_db, len(points)))
+    gain_db = rng.uniform(*tilt_db_per_octave) * np.clip(octaves, -3.0, 3.0) + ripple
+    out = np.fft.irfft(spec * 10 ** (gain_db / 20), n=n)[: len(audio)]
+    rms_in = np.sqrt(np.mean(audio.astype(np.float64) ** 2))
+    rms_out = np.sqrt(np.mean(out ** 2))
+    return (out * (rms_in / rms_out if rms_out > 0 else 1.0)).astype(np.float32)
+
+
 def speed(audio: np.ndarray, coeffs: np.ndarray, rng: np.random.Generator,
           factor_range: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
     """Play faster (factor > 1) or slower; the motion target is warped by the same factor.
@@ -177,6 +209,8 @@ def augment(audio: np.ndarray, coeffs: np.ndarray, rng: np.random.Generator,
         audio, coeffs = insert_silence(audio, coeffs, rng, c.silence_hops)
     if rng.random() < c.p_pitch:
         audio = pitch_shift(audio, rng, c.semitones)
+    if c.p_colour > 0 and rng.random() < c.p_colour:  # no draw when off: old recipes unchanged
+        audio = colour(audio, rng, c.tilt_db_per_octave, c.ripple_db)
     if rng.random() < c.p_reverb:
         audio = reverb(audio, rng, c.rt60_s)
     if rng.random() < c.p_band:

@@ -117,6 +117,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
         config = replace(config, loss=replace(config.loss, audio_dropout=args.audio_dropout))
     if args.gap_loss is not None:
         config = replace(config, loss=replace(config.loss, gap=args.gap_loss))
+    if args.augment_colour is not None:
+        if config.loop.augment is None:
+            raise ConfigError(f"--augment-colour: the {args.preset} preset trains without "
+                              "augmentation")
+        augment = replace(config.loop.augment, p_colour=args.augment_colour)
+        config = replace(config, loop=replace(config.loop, augment=augment))
     if args.lookahead_frames is not None:
         encoder = replace(config.model.encoder, lookahead_frames=args.lookahead_frames)
         if encoder.lookahead_frames > encoder.context_frames:
@@ -144,6 +150,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--gap-loss", type=non_negative_float, metavar="W",
                    help="weight of the lip-gap loss (mm^2; frames where the truth's lips touch "
                         "count 5x): against damped openings and missed p/b/m (default 0)")
+    p.add_argument("--augment-colour", type=probability, metavar="P",
+                   help="colour this fraction of training windows with a random spectral tilt "
+                        "and envelope (another voice or microphone; default 0)")
     p.add_argument("--lookahead-frames", type=non_negative_int, metavar="N",
                    help="motion frames of future audio the encoder hears (default 3 = 100 ms): "
                         "the model's look-ahead, part of every stream's latency")

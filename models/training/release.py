@@ -8,7 +8,7 @@ interrupted run resumes.
 
     python -m models.training.release [--work runs/default] [--seed 0] [--voices N]
         [--heldout-synth 8] [--train-flite N] [--audio-dropout P] [--gap-loss W]
-        [--lookahead-frames N] [--guidance G] [--gt-weight W]
+        [--lookahead-frames N] [--augment-colour P] [--guidance G] [--gt-weight W]
 
 The knobs are the recipe (models/README.md, "Lips that articulate"); unset ones leave the talker
 command's default, and the manifest records each stage's exact command.
@@ -79,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--audio-dropout", type=float, help="talker train --audio-dropout")
     parser.add_argument("--gap-loss", type=float, help="talker train --gap-loss")
     parser.add_argument("--lookahead-frames", type=int, help="talker train --lookahead-frames")
+    parser.add_argument("--augment-colour", type=float, help="talker train --augment-colour "
+                        "(teacher and baseline: the data they hear)")
     parser.add_argument("--guidance", type=float, help="talker distill --guidance")
     parser.add_argument("--gt-weight", type=float, help="talker distill --gt-weight")
     parser.add_argument("--out", default=str(WEIGHTS), help="where the shipped files go (the "
@@ -120,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
                  train_flite=args.train_flite or None))
     baseline_dir = work / "regression"
     train = ("train", "--data", str(corpus), "--preset", args.preset, "--seed", seed,
-             "--threads", "1", "--quiet", *given(lookahead_frames=args.lookahead_frames))
+             "--threads", "1", "--quiet", *given(lookahead_frames=args.lookahead_frames,
+                                                 augment_colour=args.augment_colour))
     recipe = given(audio_dropout=args.audio_dropout, gap_loss=args.gap_loss)
     stages(("train", teacher_dir / "talker.safetensors",
             (*train, *recipe, "--out", str(teacher_dir))),

@@ -142,6 +142,21 @@ def test_the_look_ahead_is_trained_and_declared_by_the_checkpoint(tiny_run: Path
     assert result.returncode == 2 and "exceeds the encoder's reach" in result.stderr
 
 
+def test_colour_augmentation_is_a_recorded_training_knob(tiny_run: Path, tmp_path: Path) -> None:
+    """--augment-colour reaches the training loop's augmentation and the checkpoint says so;
+    a preset that trains without augmentation refuses it."""
+    from models.net.checkpoint import load_checkpoint
+
+    talker("train", "--data", str(tiny_run / "corpus"), "--out", str(tmp_path / "c"),
+           "--preset", "default", "--steps", "1", "--augment-colour", "0.4", "--threads", "1",
+           "--quiet")
+    meta = load_checkpoint(tmp_path / "c" / "talker.safetensors")[2]
+    assert json.loads(meta["train_config"])["loop"]["augment"]["p_colour"] == 0.4
+    result = talker("train", "--data", str(tiny_run / "corpus"), "--out", str(tmp_path / "x"),
+                    "--preset", "tiny", "--augment-colour", "0.4", check=False)
+    assert result.returncode == 2 and "trains without augmentation" in result.stderr
+
+
 def _lip_gap(vertices: np.ndarray) -> np.ndarray:
     from models.face.load import load_rig
 

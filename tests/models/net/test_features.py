@@ -9,6 +9,7 @@ from models.data.augment import (
     add_noise,
     augment,
     band_limit,
+    colour,
     gain,
     insert_silence,
     pitch_shift,
@@ -102,7 +103,7 @@ def test_check_audio_errors(audio, sr, msg):
 def test_channel_augmentations_keep_length_and_finite():
     a, rng = _audio(0.5), np.random.default_rng(0)
     for out in [gain(a, rng, (-6, 6)), add_noise(a, rng, (10, 20)), band_limit(a, rng),
-                reverb(a, rng, (0.2, 0.3)), pitch_shift(a, rng, (2, 2))]:
+                reverb(a, rng, (0.2, 0.3)), pitch_shift(a, rng, (2, 2)), colour(a, rng)]:
         assert out.shape == a.shape and out.dtype == np.float32 and np.isfinite(out).all()
 
 
@@ -150,3 +151,25 @@ def test_augment_chain_is_reproducible():
     x2 = augment(a, c, np.random.default_rng(5), cfg)
     np.testing.assert_array_equal(x1[0], x2[0])
     assert np.abs(x1[0]).max() <= 1.0
+
+
+def test_colour_tilts_the_spectrum_and_keeps_timing_and_level():
+    t = np.arange(16000) / 16000
+    a = (0.3 * np.sin(2 * np.pi * 250 * t) + 0.3 * np.sin(2 * np.pi * 4000 * t)).astype(np.float32)
+    out = colour(a, np.random.default_rng(0), tilt_db_per_octave=(6.0, 6.0), ripple_db=0.0)
+    spec_in, spec_out = np.abs(np.fft.rfft(a)), np.abs(np.fft.rfft(out))
+    gained = 20 * np.log10(spec_out[[250, 4000]] / spec_in[[250, 4000]])
+    assert abs((gained[1] - gained[0]) - 6.0 * 4) < 0.5  # 4 octaves apart at 6 dB each
+    np.testing.assert_allclose(np.sqrt(np.mean(out ** 2)), np.sqrt(np.mean(a ** 2)), rtol=1e-3)
+    click = np.zeros(8000, np.float32)
+    click[4000] = 1.0
+    assert int(np.argmax(np.abs(colour(click, np.random.default_rng(1))))) == 4000  # zero phase
+
+
+def test_colour_is_off_by_default_and_draws_nothing_then():
+    a, c = _audio(0.5), np.zeros((15, 3), np.float32)
+    off = augment(a, c, np.random.default_rng(5), AugmentConfig(p_colour=0.0))
+    default = augment(a, c, np.random.default_rng(5))
+    np.testing.assert_array_equal(off[0], default[0])
+    on = augment(a, c, np.random.default_rng(5), AugmentConfig(p_colour=1.0))
+    assert on[0].shape == off[0].shape and not np.array_equal(on[0], off[0])
