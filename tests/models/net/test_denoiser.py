@@ -143,3 +143,25 @@ def test_parts_refuse_configs_whose_sizes_are_not_wired():
         AudioEncoder(AudioEncoderConfig())
     with pytest.raises(ValueError, match="not wired"):
         IdentityModel(IdentityConfig(n_identities=3))
+
+
+def test_prepared_condition_and_kept_time_bias_give_the_same_prediction():
+    """A sampler's shortcuts (the audio/identity part computed once, the step's part kept per
+    step) predict what the plain call does, and a changed weight is never served stale."""
+    torch.manual_seed(0)
+    net = Denoiser(DC).eval()
+    x, a, e = _inputs()
+    with torch.no_grad():
+        plain, _ = net(x, 100, a, e)
+        cond = net.condition(a, e)
+        for _ in range(2):  # the second call reads the kept step bias
+            fast, _ = net(x, 100, None, None, cond=cond)
+            torch.testing.assert_close(fast, plain)
+        assert len(net._time_cache) == 1
+        net.time_mlp[0].weight.mul_(1.5)  # an optimiser step, a loaded state dict
+        changed, _ = net(x, 100, a, e)
+    assert not torch.allclose(changed, plain)
+    net.train()
+    trained, _ = net(x, 100, a, e)  # with gradients: computed, not kept
+    assert trained.requires_grad
+    torch.testing.assert_close(trained.detach(), changed)
