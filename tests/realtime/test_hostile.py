@@ -92,8 +92,8 @@ def frames_of(n_samples: int) -> int:
 async def test_silent_sockets_do_not_lock_the_rightful_client_out(make_server, speech):
     server = await make_server(max_sessions=2, token="T", hello_timeout_s=1.0)
     url = ws_url(server)
+    opened = time.monotonic()  # before the first accept: no deadline can fall before +1 s
     silent = [await open_ws(url) for _ in range(4)]  # more silent sockets than session slots
-    opened = time.monotonic()
     short = short_speech(speech)
     result = await stream_file(url, short, 16000, StreamOptions(token="T", realtime=False))
     assert result.seq == list(range(frames_of(short.size))) and result.close_code == 1000
