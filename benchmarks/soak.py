@@ -129,7 +129,8 @@ def sample_row(s: dict[str, Any]) -> list[Any]:
 
 def summarise(samples: list[dict[str, Any]], results: list[Any], expected: int,
               sessions: int) -> dict[str, Any]:
-    """Memory slope after the first minute, p95 of the first vs the last fifth, frame totals."""
+    """Memory slope after the first minute, p95 (median of the windows' p95) of the first vs the
+    last fifth and of the first vs the last 5 minutes, frame totals."""
     late = [s for s in samples if s["t_min"] >= 1.0] or samples
     t = np.array([s["t_min"] for s in late])
     rss = np.array([s["rss_mb"] for s in late])
@@ -141,6 +142,9 @@ def summarise(samples: list[dict[str, Any]], results: list[Any], expected: int,
         return round(float(np.median(values)), 1) if values else None
 
     first, last = p95(samples[:fifth]), p95(samples[-fifth:])
+    end = samples[-1]["t_min"] if samples else 0.0
+    first5 = p95([s for s in samples if s["t_min"] <= 5.0])
+    last5 = p95([s for s in samples if s["t_min"] > end - 5.0])
     return {
         "sessions": sessions,
         "frames": {"delivered": sum(r.frames for r in results), "expected": expected * sessions,
@@ -152,7 +156,9 @@ def summarise(samples: list[dict[str, Any]], results: list[Any], expected: int,
         "fds": {"first": samples[0]["fds"] if samples else None,
                 "last": samples[-1]["fds"] if samples else None},
         "p95_ms": {"first_fifth": first, "last_fifth": last,
-                   "ratio": round(last / first, 3) if first and last else None},
+                   "ratio": round(last / first, 3) if first and last else None,
+                   "first_5_min": first5, "last_5_min": last5,
+                   "ratio_5_min": round(last5 / first5, 3) if first5 and last5 else None},
     }
 
 

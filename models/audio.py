@@ -37,7 +37,9 @@ motion latency; clients at 16 kHz skip the resampler and pay nothing.
 
 The filter's time span is set by the transition band's width in Hz, so it is the same 3 ms from
 any rate above 16 kHz and twice that from 8 kHz (a band half as wide). Cost: pushing 20 ms
-chunks of 48 kHz audio takes about 0.12 ms a chunk (p99 0.23 ms, one core). A rate pair whose
+chunks of 48 kHz audio takes about 0.04 ms a chunk on one core (rates with ``up == 1``, 48 and
+32 kHz, are decimated as one small matrix product; measured 2026-12-08, 0.86 ms a chunk before),
+about 0.7 ms at 44.1 kHz (each output's window gathered). A rate pair whose
 ratio does not reduce (47999 -> 16000: up 16000) needs millions of taps: about 1 s to design
 once, 37 MB; speed perturbation at an arbitrary whole-Hz rate pays 0.2 s per new rate.
 """
@@ -50,7 +52,7 @@ from pathlib import Path
 
 import numpy as np
 import soundfile
-from numpy.lib.stride_tricks import sliding_window_view
+from numpy.lib.stride_tricks import as_strided, sliding_window_view
 from numpy.typing import ArrayLike, NDArray
 from scipy import signal
 
@@ -188,10 +190,16 @@ class StreamingResampler:
         self.out_rate_hz = int(out_rate_hz)
         self._up, self._down = _ratio(self.in_rate_hz, self.out_rate_hz)
         self._table: NDArray[np.float64] | None = None  # None: equal rates, samples pass through
+        self._taps_by_row = np.zeros((0, 1))  # up == 1 only: see _decimate
         self._half = 0  # filter taps after the centre, at in * up Hz
         span = 1
         if self.in_rate_hz != self.out_rate_hz:
             self._table = _polyphase(self.in_rate_hz, self.out_rate_hz)
+            if self._up == 1:  # the taps in rows of `down` (see _decimate)
+                rows = -(-self._table.shape[1] // self._down)
+                padded = np.zeros(rows * self._down)
+                padded[: self._table.shape[1]] = self._table[0]
+                self._taps_by_row = padded.reshape(rows, self._down)
             self._half = _lowpass(self.in_rate_hz, self.out_rate_hz).size // 2
             span = self._table.shape[1]
         # Input samples [_start, _start + _history.size); those before time 0 are zeros.
@@ -240,17 +248,46 @@ class StreamingResampler:
         assert self._table is not None
         span = self._table.shape[1]
         first = self._n_out
+        if self._up == 1 and stop > first:  # integer decimation (48 and 32 kHz in)
+            y = self._decimate(first, stop)
+        else:
+            y = self._polyphase_outputs(first, stop)
+        self._n_out = stop
+        next_newest = (stop * self._down + self._half) // self._up
+        keep_from = min(next_newest - (span - 1), self._start + self._history.size)
+        self._history = self._history[keep_from - self._start :]
+        self._start = keep_from
+        return y
+
+    def _decimate(self, first: int, stop: int) -> NDArray[np.float32]:
+        """``up == 1``: output n is ``table[0] @ x[n*down + half - span + 1 : ... + span]``. With
+        the input cut into rows of ``down`` samples (X) and the taps into rows likewise (H,
+        zero-padded), Z = X @ H.T is one small matrix product and output i is the sum of Z's
+        diagonal Z[i + j, j] over j: ~20x faster than a gathered window per output (20 ms of
+        48 kHz: ~40 us instead of ~0.9 ms), the same sums."""
+        assert self._table is not None
+        span, down, count = self._table.shape[1], self._down, stop - first
+        taps = self._taps_by_row  # (J, down)
+        rows = count + taps.shape[0] - 1
+        base = first * down + self._half - (span - 1) - self._start  # history index of output 0
+        x = np.zeros(rows * down)
+        seg = self._history[base : base + x.size]
+        x[: seg.size] = seg
+        z = x.reshape(rows, down) @ taps.T  # (rows, J)
+        step = z.strides[0]
+        diagonal = as_strided(z, shape=(count, taps.shape[0]), strides=(step, step + z.strides[1]))
+        return diagonal.sum(axis=1).astype(np.float32)
+
+    def _polyphase_outputs(self, first: int, stop: int) -> NDArray[np.float32]:
+        """Any ``up``: each output's window gathered, dotted with its phase's taps."""
+        assert self._table is not None
+        span = self._table.shape[1]
         y = np.empty(stop - first, np.float32)
         for lo in range(first, stop, _BLOCK_OUTPUTS):
             n = np.arange(lo, min(lo + _BLOCK_OUTPUTS, stop))
             newest, phase = np.divmod(n * self._down + self._half, self._up)
             windows = sliding_window_view(self._history, span)[newest - (span - 1) - self._start]
             y[lo - first : lo - first + n.size] = np.einsum("nt,nt->n", self._table[phase], windows)
-        self._n_out = stop
-        next_newest = (stop * self._down + self._half) // self._up
-        keep_from = min(next_newest - (span - 1), self._start + self._history.size)
-        self._history = self._history[keep_from - self._start :]
-        self._start = keep_from
         return y
 
 

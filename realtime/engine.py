@@ -73,14 +73,16 @@ class EngineConfig:
     # CPU at RTF 0.14). 0 = leave BLAS alone.
     blas_threads: int = 1
     max_batch: int = 64  # streams per forward; more waits for the next round
-    # Hop size the worker suggests (``hop_frames_hint``): doubled while the worker is busier
-    # than `busy_high` of the time over a `hint_window_s`, halved below `busy_low`, at most
-    # `max_hint_frames`. A model call has a large fixed cost (8 steps; ~8 ms at 1 frame, ~10 at
-    # 3), so under load fewer, larger hops of one size keep up; unloaded, one-frame hops keep
-    # the latency low.
+    # Hop size the worker suggests (``hop_frames_hint``), judged over each `hint_window_s`:
+    # doubled (at most `max_hint_frames`) when some hop waited in the queue longer than
+    # `late_s` (the worker is falling behind), halved when the worker was busy less than
+    # `busy_low` of the time and no hop waited more than half of `late_s`. A model call has a
+    # large fixed cost (8 steps), so under real overload fewer, larger hops keep up; but a
+    # worker that is busy all the time with small batches (continuous batching at many
+    # streams) is not behind, and keeps one-frame hops and their latency.
     max_hint_frames: int = 4
     hint_window_s: float = 0.5
-    busy_high: float = 0.85
+    late_s: float = 0.05  # 1.5 frames at 30 fps
     busy_low: float = 0.4
     max_wait_s: float = 0.0  # extra wait to gather a bigger batch; 0 = run as soon as work exists
     # Where torch runs (module docstring): "process" keeps the event loop and inference from
@@ -116,6 +118,7 @@ class HopJob:
     reset: bool = False  # start the model stream afresh (interrupt)
     final: bool = False  # end of audio: pad look-ahead with silence
     want_offsets: bool = False  # also decode vertex offsets (a client wants vertex frames)
+    submitted_s: float = 0.0  # time.monotonic() at submit: how long it waited for the worker
     future: asyncio.Future[HopResult] | None = None
     loop: asyncio.AbstractEventLoop | None = None
 
@@ -152,6 +155,7 @@ class InferenceEngine:
         self._hint = 1  # frames a session gathers before a hop (hop_frames_hint)
         self._window_start = time.monotonic()
         self._window_busy = 0.0
+        self._window_wait = 0.0  # the longest a hop waited for its batch in this window
         self.batches_run = 0
         self.jobs_run = 0
         self.busy_s = 0.0
@@ -222,11 +226,11 @@ class InferenceEngine:
         the worker has time to spare, more under load."""
         return self._hint
 
-    def _adjust_hint(self, busy_fraction: float) -> None:
+    def _adjust_hint(self, busy_fraction: float, max_wait_s: float) -> None:
         cfg = self.config
-        if busy_fraction > cfg.busy_high:
+        if max_wait_s > cfg.late_s:
             self._hint = min(2 * self._hint, cfg.max_hint_frames)
-        elif busy_fraction < cfg.busy_low:
+        elif busy_fraction < cfg.busy_low and max_wait_s < cfg.late_s / 2:
             self._hint = max(1, self._hint // 2)
 
     @property
@@ -238,6 +242,7 @@ class InferenceEngine:
         loop = asyncio.get_running_loop()
         job.loop = loop
         job.future = loop.create_future()
+        job.submitted_s = time.monotonic()
         with self._cond:
             if self._stopping:
                 raise EngineError("engine stopped")
@@ -273,6 +278,8 @@ class InferenceEngine:
                 started = time.monotonic()
                 self._run_calls()
                 if batch:
+                    waited = started - min(job.submitted_s for job in batch)
+                    self._window_wait = max(self._window_wait, waited)
                     # counted before any future resolves: an awaiting caller sees its batch
                     self.batches_run += 1
                     self.jobs_run += len(batch)
@@ -282,8 +289,10 @@ class InferenceEngine:
                 self.busy_s += ended - started
                 self._window_busy += ended - started
                 if ended - self._window_start >= self.config.hint_window_s:
-                    self._adjust_hint(self._window_busy / (ended - self._window_start))
+                    self._adjust_hint(self._window_busy / (ended - self._window_start),
+                                      self._window_wait)
                     self._window_start, self._window_busy = ended, 0.0
+                    self._window_wait = 0.0
 
     def _take_batch(self) -> list[HopJob] | None:
         with self._cond:
