@@ -82,7 +82,7 @@ class EngineConfig:
     # streams) is not behind, and keeps one-frame hops and their latency.
     max_hint_frames: int = 4
     hint_window_s: float = 0.5
-    late_s: float = 0.05  # 1.5 frames at 30 fps
+    late_s: float = 0.1  # 3 frames at 30 fps
     busy_low: float = 0.4
     max_wait_s: float = 0.0  # extra wait to gather a bigger batch; 0 = run as soon as work exists
     # Where torch runs (module docstring): "process" keeps the event loop and inference from

@@ -192,7 +192,7 @@ def test_the_hop_hint_doubles_when_hops_wait_and_halves_when_idle(tiny_model):
     """Busy all the time is not behind (continuous batching at many streams keeps one-frame
     hops); hops waiting past late_s are. Halving needs an idle worker and no waiting."""
     engine = InferenceEngine(tiny_model, EngineConfig(max_hint_frames=8, late_s=0.05,
-                                                      busy_low=0.3))
+                                                      busy_low=0.3))  # the test's own scale
     hints = []
     for busy, wait in ((1.0, 0.02), (0.9, 0.06), (0.9, 0.2), (1.0, 0.04), (0.95, 0.08),
                        (0.99, 0.3), (0.7, 0.01), (0.2, 0.03), (0.2, 0.01), (0.1, 0.0),
