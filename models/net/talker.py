@@ -497,9 +497,12 @@ class Talker(nn.Module):
         """Audio features (B, n, A) of frames [next_frame, next_frame + n) of every stream: feeds
         input frames [next_frame + right, next_frame + n + right) through the cached encoder."""
         right = self.receptive_field[1]
-        for s in states:  # once per stream: the first `right` frames, whose outputs precede frame 0
+        starting: dict[int, list[StreamState]] = {}  # once per stream: the first `right` frames,
+        for s in states:  # whose outputs precede frame 0; new streams of a batch fed together
             if s.fed < right:
-                self._feed([s], right - s.fed)
+                starting.setdefault(right - s.fed, []).append(s)
+        for missing, group in starting.items():
+            self._feed(group, missing)
         return self._feed(states, n)
 
     def _feed(self, states: list[StreamState], n: int) -> torch.Tensor:
