@@ -89,6 +89,7 @@ class EngineConfig:
     # sharing one interpreter lock; "thread" starts instantly (tests, tools).
     worker: Literal["thread", "process"] = "thread"
     start_timeout_s: float = 120.0  # the child process: imports, model unpickling
+    answer_timeout_s: float = 30.0  # a batch or call the child has not answered: killed, restarted
 
 
 @dataclass
@@ -496,6 +497,7 @@ class _ProcessWorker:
     pipe. One request at a time (the worker thread is its only user)."""
 
     def __init__(self, model: StreamingModel, config: EngineConfig) -> None:
+        self._answer_timeout_s = config.answer_timeout_s
         ctx = mp.get_context("spawn")
         self._conn, child = ctx.Pipe()
         self._process = ctx.Process(target=_child_main, name="talker-inference",
@@ -530,6 +532,9 @@ class _ProcessWorker:
     def _request(self, message: tuple[Any, ...]) -> Any:
         try:
             self._conn.send(message)
+            if not self._conn.poll(self._answer_timeout_s):
+                self._process.kill()  # hung: the caller starts a new one
+                raise _WorkerDied(f"no answer within {self._answer_timeout_s:g} s")
             kind, payload = self._conn.recv()
         except (EOFError, OSError) as exc:
             code = self._process.exitcode

@@ -235,3 +235,24 @@ async def test_a_killed_worker_process_fails_its_batch_and_comes_back(tiny_model
     finally:
         engine.stop()
     assert not any(p.name == "talker-inference" for p in multiprocessing.active_children())
+
+
+def sleep_for(model: Any, seconds: float) -> None:
+    import time
+
+    time.sleep(seconds)
+
+
+async def test_a_hung_worker_process_is_killed_and_replaced(tiny_model):
+    engine = InferenceEngine(tiny_model, EngineConfig(torch_threads=1, worker="process",
+                                                      answer_timeout_s=0.5))
+    engine.start()
+    try:
+        hung = engine.worker_pid
+        with pytest.raises(EngineError, match="no answer within 0.5 s"):
+            await engine.call(sleep_for, 30.0)
+        assert engine.worker_restarts == 1 and engine.worker_pid != hung
+        engine.open_stream("a", seed=1)
+        assert (await engine.submit(job("a", speechlike(0.5, 2)))).coeffs.shape[0] == HOP
+    finally:
+        engine.stop()
