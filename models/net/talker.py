@@ -223,6 +223,8 @@ class Talker(nn.Module):
                                torch.tensor(self.basis.masks["lip"]))
         self.lip_gap = _lip_gap(basis) if config.loss.gap > 0 else None
         self.alpha_bar = cosine_alpha_bar(config.schedule)  # (T,) float64, derived, not saved
+        self._silence: list[torch.Tensor] = []  # see _silence_cache
+        self._silence_key: tuple[Any, ...] | None = None
 
     # -- small helpers
     @property
@@ -433,9 +435,7 @@ class Talker(nn.Module):
         buf = AudioBuffer(self.config.features)
         c = self.config.denoiser
         rng_x, rng_step = noise_generators(seed)
-        silence = buf.features(-1, 1)[0].to(self.device)  # (F,) a frame before the start
-        with torch.no_grad():
-            cache = self.encoder.init_cache(silence)
+        cache = self._silence_cache(buf)
 
         def zeros() -> torch.Tensor:
             return torch.zeros(len(grid), c.n_layers, c.hidden, device=self.device)
@@ -444,6 +444,20 @@ class Talker(nn.Module):
                            encoder_cache=cache, fed=0, gru=zeros(), rng_x=rng_x,
                            rng_step=rng_step, guidance=guidance,
                            gru_null=None if guidance == 1.0 else zeros())
+
+    def _silence_cache(self, buf: AudioBuffer) -> list[torch.Tensor]:
+        """The encoder's caches before a session: the same for every stream (silence), so kept
+        until an encoder weight changes (storage or version counter): many sessions starting at
+        once would otherwise each run the encoder on silence (~1.5 ms a stream). Every stream
+        gets its own copy."""
+        key = (self.device, self.encoder.training, *(x for q in self.encoder.parameters()
+                              for x in (q.data_ptr(), q._version)))
+        if self._silence_key != key:
+            silence = buf.features(-1, 1)[0].to(self.device)  # (F,) a frame before the start
+            with torch.no_grad():
+                self._silence = self.encoder.init_cache(silence)
+            self._silence_key = key
+        return [c.clone() for c in self._silence]
 
     def push_audio(self, state: StreamState, samples: np.ndarray) -> None:
         """Append mono float32 samples at the model's rate (any chunk size)."""
