@@ -46,6 +46,7 @@ class Snapshot:
     engine_batches: int
     engine_hops: int  # hop jobs, all sessions (a batch holds one or more)
     engine_queue_depth: int
+    engine_worker_restarts: int = 0  # inference processes that died and were started again
 
 
 class ServerMetrics:
@@ -109,3 +110,6 @@ class _SessionTotals(Collector):
                                   "frames) the inference worker ran.", value=s.engine_hops)
         yield GaugeMetricFamily("talker_inference_queue_depth", "Hop jobs waiting for the "
                                 "inference worker.", value=s.engine_queue_depth)
+        yield CounterMetricFamily("talker_inference_worker_restarts", "Inference processes "
+                                  "that died or hung and were started again (their streams "
+                                  "started afresh).", value=s.engine_worker_restarts)

@@ -359,6 +359,7 @@ class TalkerServer:
             engine_batches=self.engine.batches_run,
             engine_hops=self.engine.jobs_run,
             engine_queue_depth=self.engine.queue_depth,
+            engine_worker_restarts=self.engine.worker_restarts,
         )
 
     # ------------------------------------------------------------------------------ WebSocket

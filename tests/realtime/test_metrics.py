@@ -99,6 +99,7 @@ async def test_metrics_after_sessions_and_refusals(make_server, speech):
     assert m[("talker_inference_batches_total", ())] > 0
     assert m[("talker_inference_hops_total", ())] >= m[("talker_inference_batches_total", ())]
     assert m[("talker_inference_busy_seconds_total", ())] > 0
+    assert m[("talker_inference_worker_restarts_total", ())] == 0
     for reason in ("origin", "bad_token", "server_full"):
         assert m[("talker_rejected_connections_total", (("reason", reason),))] == 1, reason
     rejected = [k for k in m if k[0] == "talker_rejected_connections_total"]
