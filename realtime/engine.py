@@ -76,7 +76,8 @@ class EngineConfig:
     # Hop size the worker suggests (``hop_frames_hint``), judged over each `hint_window_s`:
     # doubled (at most `max_hint_frames`) when some hop waited in the queue longer than
     # `late_s` (the worker is falling behind), halved when the worker was busy less than
-    # `busy_low` of the time and no hop waited more than half of `late_s`. A model call has a
+    # `busy_low` of the time or no hop waited more than a quarter of `late_s` (so that one
+    # burst does not leave a moderately busy worker at long hops for good). A model call has a
     # large fixed cost (8 steps), so under real overload fewer, larger hops keep up; but a
     # worker that is busy all the time with small batches (continuous batching at many
     # streams) is not behind, and keeps one-frame hops and their latency.
@@ -231,7 +232,7 @@ class InferenceEngine:
         cfg = self.config
         if max_wait_s > cfg.late_s:
             self._hint = min(2 * self._hint, cfg.max_hint_frames)
-        elif busy_fraction < cfg.busy_low and max_wait_s < cfg.late_s / 2:
+        elif busy_fraction < cfg.busy_low or max_wait_s < cfg.late_s / 4:
             self._hint = max(1, self._hint // 2)
 
     @property
